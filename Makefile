@@ -1,0 +1,40 @@
+# Two commands for users: `make demo` and `make test`. Both set everything up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU build of torch; GPU users: see README ("CUDA").
+TORCH_PIN := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+export MUJOCO_GL ?= osmesa
+export PYOPENGL_PLATFORM ?= osmesa
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel setuptools
+	$(PIP) install -q "$(TORCH_PIN)"
+	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
+	$(PIP) install -q --no-deps -e .
+	@bash scripts/install_system_deps.sh || echo "warning: could not install libosmesa6; video rendering disabled"
+	@touch $(STAMP)
+
+demo: venv
+	$(PY) -m mpo_ros.demo
+
+test: venv
+	$(VENV)/bin/ruff check mpo_ros sim tests benchmarks
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check mpo_ros sim tests benchmarks
+	$(VENV)/bin/ruff format --check mpo_ros sim tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info
