@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpo-ros", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, description) in COMMANDS.items():
+    for name, (_module, description) in COMMANDS.items():
         # Only the chosen command's module is imported (see main); here we add thin placeholders.
         sub.add_parser(name, help=description, add_help=False)
     return parser

@@ -19,19 +19,19 @@ import yaml
 from mpo_ros.errors import ConfigError
 
 __all__ = [
-    "option",
     "add_arguments",
     "from_args",
     "from_dict",
-    "to_dict",
     "load_yaml",
+    "option",
     "save_yaml",
+    "to_dict",
 ]
 
 T = TypeVar("T")
 
 
-def option(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse
+def option(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field with documentation; mutable defaults are wrapped in a factory."""
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(
@@ -105,9 +105,7 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(
-            f"unknown key(s) {unknown} in {source}; valid keys are {sorted(names)}"
-        )
+        raise ConfigError(f"unknown key(s) {unknown} in {source}; valid keys are {sorted(names)}")
     hints = typing.get_type_hints(cls)
     converted: dict[str, Any] = {}
     for key, value in values.items():

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 __all__ = [
-    "MpoRosError",
-    "SpecError",
+    "BagError",
+    "CheckpointError",
     "ConfigError",
     "ContractError",
-    "PolicyFileError",
-    "CheckpointError",
-    "BagError",
     "DatasetError",
+    "MpoRosError",
+    "PolicyFileError",
+    "SpecError",
 ]
 
 

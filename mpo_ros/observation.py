@@ -1,0 +1,140 @@
+"""The only code that turns robot signals into observations and actions into joint commands.
+
+Pure numpy and vectorised over leading batch dimensions (`...`), so the same functions serve one
+control step on the robot, a batch of simulated steps, and a whole bag at once. Nothing here imports
+MuJoCo, torch or ROS: what the simulator trains on is, bit for bit, what the robot computes.
+
+Conventions: per-joint vectors follow `spec.joints` order; actions are in [-1, 1];
+commands are absolute joint position targets in rad.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mpo_ros.errors import ContractError
+from mpo_ros.spec import RobotSpec
+
+__all__ = [
+    "action_to_command",
+    "build_observation",
+    "command_to_action",
+    "default_command",
+    "joint_array",
+    "limit_command",
+    "observation_names",
+    "observation_size",
+]
+
+
+def _block_names(spec: RobotSpec, block: str) -> list[str]:
+    if block == "goal":
+        return [f"goal/{i}" for i in range(spec.task.goal_dim)]
+    return [f"{block}/{name}" for name in spec.joint_names]
+
+
+def observation_names(spec: RobotSpec) -> list[str]:
+    """One name per observation element, e.g. 'joint_positions/elbow', in layout order."""
+    return [name for block in spec.observation for name in _block_names(spec, block)]
+
+
+def observation_size(spec: RobotSpec) -> int:
+    return len(observation_names(spec))
+
+
+def _vector(value: np.ndarray, size: int, what: str) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if array.shape[-1:] != (size,):
+        raise ContractError(f"{what} must have last dimension {size}, got shape {array.shape}")
+    return array
+
+
+def build_observation(
+    spec: RobotSpec,
+    joint_positions: np.ndarray,
+    joint_velocities: np.ndarray,
+    last_action: np.ndarray,
+    goal: np.ndarray,
+) -> np.ndarray:
+    """Observation [..., obs_dim] (float32) in the contract's layout.
+
+    joint_positions enter relative to the default pose, so a policy sees 0 at its nominal posture
+    whatever the robot's zero is. Velocities are raw rad/s: the policy's normaliser (baked into the
+    exported graph) scales them.
+    """
+    n = spec.num_joints
+    parts = {
+        "joint_positions": _vector(joint_positions, n, "joint_positions")
+        - np.array([j.default for j in spec.joints]),
+        "joint_velocities": _vector(joint_velocities, n, "joint_velocities"),
+        "last_action": _vector(last_action, n, "last_action"),
+        "goal": _vector(goal, spec.task.goal_dim, "goal"),
+    }
+    blocks = [parts[b] for b in spec.observation]
+    shape = np.broadcast_shapes(*(b.shape[:-1] for b in blocks))
+    blocks = [np.broadcast_to(b, (*shape, b.shape[-1])) for b in blocks]
+    return np.concatenate(blocks, axis=-1).astype(np.float32)
+
+
+def _joint_params(spec: RobotSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    default = np.array([j.default for j in spec.joints])
+    scale = np.array([j.action_scale for j in spec.joints])
+    lower = np.array([j.lower for j in spec.joints])
+    upper = np.array([j.upper for j in spec.joints])
+    return default, scale, lower, upper
+
+
+def action_to_command(spec: RobotSpec, action: np.ndarray) -> np.ndarray:
+    """Joint position targets (rad) for an action in [-1, 1] (clipped), within joint limits."""
+    default, scale, lower, upper = _joint_params(spec)
+    action = np.clip(_vector(action, spec.action_dim, "action"), -1.0, 1.0)
+    return np.clip(default + scale * action, lower, upper)
+
+
+def command_to_action(spec: RobotSpec, command: np.ndarray) -> np.ndarray:
+    """Inverse of action_to_command, used to turn logged commands back into actions.
+
+    Not clipped: a logged command outside the action range shows up as |action| > 1, which the
+    data converter counts and reports instead of hiding.
+    """
+    default, scale, _, _ = _joint_params(spec)
+    return (_vector(command, spec.action_dim, "command") - default) / scale
+
+
+def limit_command(spec: RobotSpec, previous_command: np.ndarray, command: np.ndarray) -> np.ndarray:
+    """Bound the per-step change of the command and keep it inside joint limits.
+
+    Applied identically in simulation (so training sees the limit) and on the robot (SafetyFilter).
+    """
+    _, _, lower, upper = _joint_params(spec)
+    max_delta = np.array([j.max_delta for j in spec.joints])
+    previous = _vector(previous_command, spec.action_dim, "previous_command")
+    target = _vector(command, spec.action_dim, "command")
+    stepped = np.clip(target, previous - max_delta, previous + max_delta)
+    return np.clip(stepped, lower, upper)
+
+
+def default_command(spec: RobotSpec) -> np.ndarray:
+    """The default pose as a command vector."""
+    return np.array([j.default for j in spec.joints])
+
+
+def joint_array(
+    spec: RobotSpec, names: list[str] | tuple[str, ...], values: np.ndarray | list[float]
+) -> np.ndarray:
+    """Reorder a named joint vector (e.g. a JointState message) into contract order.
+
+    Joints are matched by name, never by index; extra joints are ignored. A missing joint raises a
+    ContractError naming it and listing what was received.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) != len(names):
+        raise ContractError(f"got {len(names)} joint names but {len(values)} values")
+    index = {name: i for i, name in enumerate(names)}
+    missing = [n for n in spec.joint_names if n not in index]
+    if missing:
+        raise ContractError(
+            f"joint(s) {missing} missing from the message; it has {list(names)}. "
+            f"The policy expects {list(spec.joint_names)}"
+        )
+    return values[[index[n] for n in spec.joint_names]]

@@ -1,0 +1,310 @@
+"""The robot contract: how a policy talks to one robot, in one place.
+
+A `RobotSpec` fixes joint order, limits, default pose, action semantics, control rate and the
+observation layout. It is loaded from the YAML beside each MJCF, validated with errors that say how
+to fix the file, and serialised to JSON so that it rides inside the exported ONNX file. Simulation,
+bag conversion, training, export and the ROS 2 node all read the same object, so a mismatch between
+them cannot be silent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mpo_ros.errors import SpecError
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "OBSERVATION_BLOCKS",
+    "JointSpec",
+    "RobotSpec",
+    "TaskSpec",
+    "find_spec",
+    "load_spec",
+    "models_dir",
+]
+
+# Bump when the meaning of a field changes; readers refuse versions they do not know.
+CONTRACT_VERSION = 1
+
+# Observation blocks the contract may list, in any order. Each is built in observation.py only.
+OBSERVATION_BLOCKS = ("joint_positions", "joint_velocities", "last_action", "goal")
+
+
+@dataclass(frozen=True)
+class JointSpec:
+    """One actuated joint. Units: rad, rad/s."""
+
+    name: str
+    lower: float
+    upper: float
+    velocity_limit: float
+    default: float
+    # Command = default + action_scale * action, action in [-1, 1].
+    action_scale: float
+    # Largest change of the commanded position in one control step (rad); bounds jerk on hardware.
+    max_delta: float
+
+    def _check(self) -> None:
+        where = f"joint '{self.name}'"
+        for key in ("lower", "upper", "velocity_limit", "default", "action_scale", "max_delta"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise SpecError(f"{where}: {key} must be a finite number, got {value!r}")
+        if not self.lower < self.upper:
+            raise SpecError(f"{where}: lower ({self.lower}) must be below upper ({self.upper})")
+        if not self.lower <= self.default <= self.upper:
+            raise SpecError(
+                f"{where}: default pose {self.default} lies outside its limits [{self.lower}, {self.upper}]"
+            )
+        for key in ("velocity_limit", "action_scale", "max_delta"):
+            if getattr(self, key) <= 0:
+                raise SpecError(f"{where}: {key} must be > 0, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the policy is asked to do; reward and success live in tasks.py."""
+
+    name: str
+    # Goal box (e.g. end-effector target position, metres, in the robot base frame).
+    goal_low: tuple[float, ...]
+    goal_high: tuple[float, ...]
+    # Success when the task's error (e.g. end-effector distance, m) is below this.
+    success_threshold: float
+    # Episode length in seconds of robot time (episodes are truncated, never terminated, on time).
+    episode_seconds: float
+    # Reward shaping weights and other task-specific numbers (see tasks.py for the keys).
+    params: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def goal_dim(self) -> int:
+        return len(self.goal_low)
+
+    def _check(self) -> None:
+        if len(self.goal_low) != len(self.goal_high):
+            raise SpecError(
+                f"task '{self.name}': goal_low has {len(self.goal_low)} entries but goal_high has "
+                f"{len(self.goal_high)}; give one bound per goal dimension"
+            )
+        for lo, hi in zip(self.goal_low, self.goal_high, strict=True):
+            if not lo <= hi:
+                raise SpecError(
+                    f"task '{self.name}': goal_low {self.goal_low} exceeds goal_high {self.goal_high}"
+                )
+        if self.success_threshold <= 0 or self.episode_seconds <= 0:
+            raise SpecError(f"task '{self.name}': success_threshold and episode_seconds must be > 0")
+
+
+@dataclass(frozen=True)
+class RobotSpec:
+    """The robot contract. `joints` order is the order of every per-joint vector in mpo_ros."""
+
+    name: str
+    joints: tuple[JointSpec, ...]
+    control_rate_hz: float
+    # MuJoCo steps per control step; the MJCF timestep times this is the control period.
+    physics_substeps: int
+    observation: tuple[str, ...]
+    task: TaskSpec
+    # MJCF file, relative to the YAML's folder; only simulation reads it.
+    mjcf: str = ""
+    # MuJoCo site whose position the reach tasks track; only simulation and bag relabelling read it.
+    end_effector: str = ""
+    # "position_offset": absolute position targets around the default pose (the only mode so far).
+    action_mode: str = "position_offset"
+    contract_version: int = CONTRACT_VERSION
+    # Folder the spec was loaded from (not serialised): resolves `mjcf`.
+    source_dir: str = field(default="", compare=False)
+
+    # --- derived views -------------------------------------------------------------------------
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return tuple(j.name for j in self.joints)
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joints)
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.joints)
+
+    @property
+    def control_period(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+    @property
+    def episode_steps(self) -> int:
+        return max(1, round(self.task.episode_seconds * self.control_rate_hz))
+
+    @property
+    def mjcf_path(self) -> Path:
+        return Path(self.source_dir) / self.mjcf
+
+    # --- validation ----------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        if self.contract_version != CONTRACT_VERSION:
+            raise SpecError(
+                f"contract version {self.contract_version} is not supported by this mpo_ros "
+                f"(supports {CONTRACT_VERSION}); re-export the policy with a matching mpo_ros version"
+            )
+        if not self.joints:
+            raise SpecError(f"robot '{self.name}': list at least one joint under 'joints'")
+        names = [j.name for j in self.joints]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise SpecError(f"robot '{self.name}': joint names must be unique, repeated: {duplicates}")
+        for joint in self.joints:
+            joint._check()
+        if not (isinstance(self.control_rate_hz, (int, float)) and 0 < self.control_rate_hz <= 10000):
+            raise SpecError(
+                f"robot '{self.name}': control_rate_hz must be in (0, 10000], got {self.control_rate_hz}"
+            )
+        if not isinstance(self.physics_substeps, int) or self.physics_substeps < 1:
+            raise SpecError(f"robot '{self.name}': physics_substeps must be an integer >= 1")
+        unknown = [b for b in self.observation if b not in OBSERVATION_BLOCKS]
+        if unknown:
+            raise SpecError(
+                f"robot '{self.name}': unknown observation block(s) {unknown}; choose from {list(OBSERVATION_BLOCKS)}"
+            )
+        if len(set(self.observation)) != len(self.observation) or not self.observation:
+            raise SpecError(
+                f"robot '{self.name}': observation must list each block once, got {list(self.observation)}"
+            )
+        if self.action_mode != "position_offset":
+            raise SpecError(
+                f"robot '{self.name}': action_mode '{self.action_mode}' unknown; use 'position_offset'"
+            )
+        self.task._check()
+
+    # --- (de)serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("source_dir")
+        return data
+
+    def to_json(self) -> str:
+        """Full-precision JSON (repr of floats round-trips exactly), for the ONNX metadata."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source_dir: str = "", source: str = "spec") -> RobotSpec:
+        if not isinstance(data, dict):
+            raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        data = dict(data)
+        try:
+            joints = tuple(JointSpec(**_floats(j, f"{source}: joint")) for j in data.pop("joints"))
+            task_data = dict(data.pop("task"))
+            task = TaskSpec(
+                name=str(task_data.pop("name")),
+                goal_low=tuple(float(x) for x in task_data.pop("goal_low")),
+                goal_high=tuple(float(x) for x in task_data.pop("goal_high")),
+                success_threshold=float(task_data.pop("success_threshold")),
+                episode_seconds=float(task_data.pop("episode_seconds")),
+                params={str(k): float(v) for k, v in (task_data.pop("params", None) or {}).items()},
+            )
+            if task_data:
+                raise SpecError(f"{source}: unknown task key(s) {sorted(task_data)}")
+            observation = tuple(data.pop("observation"))
+        except KeyError as exc:
+            raise SpecError(f"{source}: missing required key {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"{source}: {exc}") from exc
+        known = {
+            "name",
+            "control_rate_hz",
+            "physics_substeps",
+            "mjcf",
+            "end_effector",
+            "action_mode",
+            "contract_version",
+        }
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(
+                f"{source}: unknown key(s) {unknown}; valid top-level keys: {sorted(known | {'joints', 'task', 'observation'})}"
+            )
+        if "name" not in data or "control_rate_hz" not in data or "physics_substeps" not in data:
+            raise SpecError(f"{source}: 'name', 'control_rate_hz' and 'physics_substeps' are required")
+        for key in ("control_rate_hz",):
+            if isinstance(data.get(key), int) and not isinstance(data.get(key), bool):
+                data[key] = float(data[key])
+        return cls(
+            joints=joints,
+            task=task,
+            observation=observation,
+            source_dir=source_dir,
+            **{k: data[k] for k in data},
+        )
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "contract JSON") -> RobotSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"{source} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data, source=source)
+
+
+def _floats(entry: Any, where: str) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise SpecError(f"{where} entries must be mappings with name/lower/upper/..., got {entry!r}")
+    out = dict(entry)
+    for key, value in out.items():
+        if key != "name" and isinstance(value, int) and not isinstance(value, bool):
+            out[key] = float(value)
+    if "name" not in out:
+        raise SpecError(f"{where} entry without a 'name': {entry!r}")
+    missing = [
+        k
+        for k in ("lower", "upper", "velocity_limit", "default", "action_scale", "max_delta")
+        if k not in out
+    ]
+    if missing:
+        raise SpecError(f"{where} '{out['name']}' is missing {missing}")
+    return out
+
+
+def load_spec(path: str | Path) -> RobotSpec:
+    """Load and validate a robot spec YAML (or a robot name shipped in models/, e.g. 'arm2')."""
+    path = find_spec(path)
+    try:
+        with path.open() as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path} is not valid YAML: {exc}") from exc
+    return RobotSpec.from_dict(data, source_dir=str(path.parent.resolve()), source=str(path))
+
+
+def models_dir() -> Path:
+    """The shipped models/ folder: the source checkout, or share/mpo_ros/models when installed."""
+    here = Path(__file__).resolve().parent.parent / "models"
+    if here.is_dir():
+        return here
+    try:  # installed as a ROS 2 package
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("mpo_ros")) / "models"
+    except Exception:
+        return here
+
+
+def find_spec(name_or_path: str | Path) -> Path:
+    """Resolve 'arm2' -> models/arm2.yaml; pass real paths through."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise SpecError(f"robot spec {path} does not exist")
+        return path
+    candidate = models_dir() / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    shipped = sorted(p.stem for p in models_dir().glob("*.yaml"))
+    raise SpecError(f"unknown robot '{name_or_path}': give a spec YAML path or one of {shipped}")
