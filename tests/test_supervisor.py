@@ -1,0 +1,161 @@
+"""The policy node's safety rules, exercised without ROS on a fake clock."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpo_ros.errors import ConfigError
+from mpo_ros.spec import load_spec
+from mpo_ros.supervisor import Action, SafetyState, Supervisor
+
+MS = 1_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 10**12
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, ms: float) -> None:
+        self.now += int(ms * MS)
+
+
+@pytest.fixture()
+def spec():
+    return load_spec("arm2")
+
+
+def make(spec, **kwargs):
+    clock = Clock()
+    return Supervisor(spec, state_timeout=0.1, clock_ns=clock, **kwargs), clock
+
+
+def feed(sup, positions=(0.1, -0.2), velocities=(0.0, 0.0), names=("shoulder", "elbow")):
+    return sup.accept_joint_state(list(names), list(positions), list(velocities))
+
+
+def test_starts_silent_then_holds_first_measured_position(spec) -> None:
+    sup, _ = make(spec)
+    first = sup.decide()
+    assert first.action is Action.NONE and first.state is SafetyState.WAITING_FOR_STATE
+    assert feed(sup, positions=(0.3, 0.4))
+    decision = sup.decide()
+    assert decision.action is Action.HOLD and decision.state is SafetyState.DISABLED
+    np.testing.assert_allclose(decision.command, [0.3, 0.4])
+    # The hold target stays latched while the measured position moves.
+    feed(sup, positions=(0.5, 0.6))
+    np.testing.assert_allclose(sup.decide().command, [0.3, 0.4])
+
+
+def test_joints_matched_by_name_in_any_order_extra_ignored(spec) -> None:
+    sup, _ = make(spec)
+    assert sup.accept_joint_state(["gripper", "elbow", "shoulder"], [9.0, 0.2, 0.1], [0.0, 2.0, 1.0])
+    sup.accept_goal([0.3, 0.0])
+    assert sup.enable(True)[0]
+    decision = sup.decide()
+    assert decision.action is Action.POLICY
+    np.testing.assert_allclose(decision.positions, [0.1, 0.2])
+    np.testing.assert_allclose(decision.velocities, [1.0, 2.0])
+
+
+def test_missing_joint_is_a_fault_reported_once_and_never_publishes(spec) -> None:
+    sup, _ = make(spec)
+    for _ in range(3):
+        assert not sup.accept_joint_state(["shoulder", "wrist"], [0.0, 0.0], [0.0, 0.0])
+    events = sup.pop_events()
+    assert len(events) == 1 and "elbow" in events[0] and "wrist" in events[0]
+    assert sup.counters.rejected_missing_joints == 3
+    decision = sup.decide()
+    assert decision.action is Action.NONE and decision.state is SafetyState.FAULT
+    ok, message = sup.enable(True)
+    assert not ok and "elbow" in message
+    assert sup.decide().action is Action.NONE
+
+
+def test_non_finite_input_holds_then_resumes(spec) -> None:
+    sup, _ = make(spec)
+    feed(sup)
+    sup.accept_goal([0.3, 0.0])
+    sup.enable(True)
+    assert sup.decide().action is Action.POLICY
+    sup.record_command(np.array([0.15, -0.1]))
+    assert not feed(sup, positions=(np.nan, 0.0))
+    decision = sup.decide()
+    assert decision.action is Action.HOLD
+    np.testing.assert_allclose(decision.command, [0.15, -0.1])
+    assert sup.counters.rejected_non_finite == 1
+    assert feed(sup)
+    assert sup.decide().action is Action.POLICY
+
+
+def test_bad_goal_is_rejected_and_no_goal_holds(spec) -> None:
+    sup, _ = make(spec)
+    feed(sup)
+    sup.enable(True)
+    assert sup.decide().action is Action.HOLD  # enabled but no goal yet
+    assert not sup.accept_goal([np.inf, 0.0])
+    assert not sup.accept_goal([0.1, 0.2, 0.3])
+    assert sup.counters.rejected_goals == 2
+    assert sup.accept_goal([0.3, 0.1])
+    assert sup.decide().action is Action.POLICY
+
+
+@pytest.mark.parametrize("on_stale", ["hold", "stop"])
+def test_watchdog_trips_and_recovers(spec, on_stale: str) -> None:
+    sup, clock = make(spec, on_stale=on_stale)
+    feed(sup)
+    sup.accept_goal([0.3, 0.0])
+    sup.enable(True)
+    sup.record_command(np.array([0.2, 0.1]))
+    clock.advance(99)
+    assert sup.decide().action is Action.POLICY
+    clock.advance(2)
+    stale = sup.decide()
+    assert stale.state is SafetyState.STALE
+    if on_stale == "hold":
+        assert stale.action is Action.HOLD
+        np.testing.assert_allclose(stale.command, [0.2, 0.1])
+    else:
+        assert stale.action is Action.NONE
+    assert sup.counters.stale_events == 1
+    sup.decide()
+    assert sup.counters.stale_events == 1  # one event per outage, not per tick
+    assert any("watchdog" in e for e in sup.pop_events())
+    feed(sup)
+    recovered = sup.decide()
+    assert recovered.action is Action.POLICY and sup.enabled
+    assert any("recovered" in e for e in sup.pop_events())
+
+
+def test_enable_needs_fresh_data_and_disable_latches_position(spec) -> None:
+    sup, clock = make(spec)
+    assert not sup.enable(True)[0]
+    feed(sup, positions=(0.1, 0.1))
+    clock.advance(150)
+    ok, message = sup.enable(True)
+    assert not ok and "old" in message
+    feed(sup, positions=(0.2, 0.2))
+    assert sup.enable(True)[0]
+    feed(sup, positions=(0.4, -0.3))
+    assert sup.enable(False)[0]
+    decision = sup.decide()
+    assert decision.state is SafetyState.DISABLED
+    np.testing.assert_allclose(decision.command, [0.4, -0.3])
+
+
+def test_rejects_bad_configuration(spec) -> None:
+    with pytest.raises(ConfigError, match="on_stale"):
+        Supervisor(spec, on_stale="freeze")
+    with pytest.raises(ConfigError, match="state_timeout"):
+        Supervisor(spec, state_timeout=0.0)
+
+
+def test_mismatched_array_lengths_are_malformed_not_fault(spec) -> None:
+    sup, _ = make(spec)
+    feed(sup)
+    assert not sup.accept_joint_state(["shoulder", "elbow"], [0.0], [0.0, 0.0])
+    assert sup.counters.rejected_malformed == 1
+    assert sup.decide().state is SafetyState.DISABLED
