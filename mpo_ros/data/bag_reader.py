@@ -1,0 +1,325 @@
+"""Read rosbag2 recordings (sqlite3 or MCAP) into numpy streams, surviving what real bags hold.
+
+Real recordings are messy: old bags (metadata v5) store no message definitions, robots publish
+types no standard typestore knows, a recorder killed by a power cut leaves no metadata.yaml or a
+truncated file. The reader therefore
+
+* decodes with the definitions stored in the bag where present and a chosen distro typestore
+  (humble / jazzy / kilted) for the rest, per type, so one unknown type never hides the others;
+* skips topics whose type cannot be decoded, with a count and a warning, never a crash;
+* counts and skips messages that fail to deserialise;
+* opens a bag directory without metadata.yaml through its storage files, and keeps the messages
+  read before a storage error (a truncated or corrupt file), recording what happened in the report;
+* raises `BagError` naming the problem only when nothing at all can be read.
+
+Everything it noticed lands in a `BagReport`, which the converter stores in the dataset's meta.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rosbags.interfaces import Connection, MessageDefinitionFormat
+from rosbags.rosbag2 import Reader
+from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
+
+from mpo_ros.data import salvage
+from mpo_ros.data.messages import typestore as distro_typestore
+from mpo_ros.data.streams import SINKS
+from mpo_ros.errors import BagError
+
+__all__ = ["BagReport", "TopicInfo", "open_bag", "read_streams"]
+
+log = logging.getLogger(__name__)
+
+STORAGE_SUFFIXES = (".db3", ".mcap")
+
+
+@dataclass
+class TopicInfo:
+    """One topic as the bag describes it."""
+
+    topic: str
+    msgtype: str
+    count: int
+    # Why the topic cannot be decoded (None when it can).
+    undecodable: str | None = None
+
+
+@dataclass
+class BagReport:
+    """What reading one bag found: counts, skips and recoveries (stored in the dataset's meta.json)."""
+
+    path: str
+    storage: str = ""
+    typestore: str = ""
+    topics: dict[str, TopicInfo] = field(default_factory=dict)
+    # Messages actually read per topic (may fall short of `topics[t].count` after a storage error).
+    messages_read: dict[str, int] = field(default_factory=dict)
+    # Per-topic count of messages that failed to deserialise (skipped).
+    decode_errors: dict[str, int] = field(default_factory=dict)
+    # Topics skipped entirely because their type cannot be decoded: topic -> reason.
+    skipped_topics: dict[str, str] = field(default_factory=dict)
+    # Recoveries and storage problems, in words (e.g. "metadata.yaml missing: ...").
+    notes: list[str] = field(default_factory=list)
+    # True when reading stopped early on a storage error; the data read so far was kept.
+    partial: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Storage:
+    """One readable unit: a bag directory (with metadata.yaml) or a single storage file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.reader: Any = None
+
+    def open(self) -> list[Connection]:
+        self.reader = Reader(self.path)
+        self.reader.open()
+        return list(self.reader.connections)
+
+    def messages(self, connections: list[Connection]) -> Iterator[tuple[Connection, int, bytes]]:
+        return self.reader.messages(connections=connections)
+
+    def close(self) -> None:
+        if self.reader is not None and self.reader.is_open:
+            self.reader.close()
+
+
+class _SalvagedMcap(_Storage):
+    """A truncated MCAP file (no summary or footer: the recorder died) read record by record."""
+
+    def open(self) -> list[Connection]:
+        self.reader = salvage.McapScan(self.path)
+        return self.reader.connections
+
+    def messages(self, connections: list[Connection]) -> Iterator[tuple[Connection, int, bytes]]:
+        return self.reader.messages(connections)
+
+    def close(self) -> None:
+        pass
+
+
+def _storage_kind(path: Path) -> str:
+    if path.is_dir():
+        meta = path / "metadata.yaml"
+        text = meta.read_text(errors="replace") if meta.is_file() else ""
+        for kind in ("mcap", "sqlite3"):
+            if f"storage_identifier: {kind}" in text:
+                return kind
+        files = [p.suffix for p in path.iterdir()]
+        return "mcap" if ".mcap" in files else "sqlite3"
+    return "mcap" if path.suffix == ".mcap" else "sqlite3"
+
+
+def _open_storages(path: Path, report: BagReport) -> tuple[list[_Storage], list[list[Connection]]]:
+    """Open a bag, falling back to its storage files when the directory-level metadata is unusable."""
+    if not path.exists():
+        raise BagError(f"bag {path} does not exist; pass a rosbag2 directory or a .db3/.mcap file")
+    if path.is_file() and path.suffix not in STORAGE_SUFFIXES:
+        raise BagError(f"{path} is not a rosbag2 bag: expected a bag directory or a .db3/.mcap file")
+    report.storage = _storage_kind(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES)
+        if not (path / "metadata.yaml").is_file():
+            if not files:
+                raise BagError(
+                    f"{path} holds neither metadata.yaml nor any .db3/.mcap file; it is not a rosbag2 bag"
+                )
+            report.notes.append(
+                f"metadata.yaml missing (recorder not shut down cleanly?): read {len(files)} storage "
+                "file(s) directly"
+            )
+            return _open_files(files, report)
+        storage = _Storage(path)
+        try:
+            return [storage], [storage.open()]
+        except Exception as exc:
+            if not files:
+                raise BagError(f"cannot read bag {path}: {exc}") from exc
+            report.notes.append(f"bag directory unreadable ({exc}); read its storage files directly")
+            return _open_files(files, report)
+    return _open_files([path], report)
+
+
+def _open_files(files: list[Path], report: BagReport) -> tuple[list[_Storage], list[list[Connection]]]:
+    storages: list[_Storage] = []
+    connections: list[list[Connection]] = []
+    errors: list[str] = []
+    for file in files:
+        storage: _Storage = _Storage(file)
+        try:
+            connections.append(storage.open())
+            storages.append(storage)
+            continue
+        except Exception as exc:
+            error = f"{file.name}: {exc}"
+        if file.suffix == ".mcap":
+            storage = _SalvagedMcap(file)
+            try:
+                conns = storage.open()
+            except BagError as exc:
+                errors.append(f"{error}; salvage failed: {exc}")
+                continue
+            report.notes.append(f"{error}; salvaged {storage.reader.summary()} by scanning the file")
+            report.partial = True
+            connections.append(conns)
+            storages.append(storage)
+        else:
+            errors.append(error)
+    if errors:
+        report.notes.extend(f"unreadable storage file {e}" for e in errors)
+    if not storages:
+        raise BagError(
+            f"no storage file of bag {report.path} can be read: {'; '.join(errors)}. "
+            "The file is corrupt or not a rosbag2 storage file"
+        )
+    report.partial = report.partial or bool(errors)
+    return storages, connections
+
+
+def _typestore_for(connections: Iterable[Connection], base: Typestore) -> Typestore:
+    """The base distro's types, overridden by the definitions the bag stores (they describe its bytes)."""
+    types = dict(base.fielddefs)
+    for connection in connections:
+        definition = connection.msgdef
+        try:
+            if definition.format == MessageDefinitionFormat.MSG:
+                types.update(get_types_from_msg(definition.data, connection.msgtype))
+            elif definition.format == MessageDefinitionFormat.IDL:
+                separator = "=" * 80 + "\n"
+                for part in definition.data.split(separator):
+                    if part.startswith("IDL: "):
+                        types.update(get_types_from_idl(part.split("\n", 1)[1]))
+                    elif part.strip():
+                        types.update(get_types_from_idl(part))
+        except Exception as exc:  # a broken stored definition: fall back to the distro's
+            log.warning("ignoring unparsable stored definition of %s: %s", connection.msgtype, exc)
+    store = get_typestore(Stores.EMPTY)
+    store.register(types)
+    return store
+
+
+def _undecodable_reason(store: Typestore, msgtype: str) -> str | None:
+    try:
+        store.get_msgdef(msgtype)
+    except Exception as exc:
+        return f"type {msgtype} unknown to the bag and the typestore ({type(exc).__name__}: {exc})"
+    return None
+
+
+class OpenBag:
+    """An opened bag: topics, the report, and decoded message iteration (use via `open_bag`)."""
+
+    def __init__(self, path: str | Path, typestore: str = "humble") -> None:
+        self.path = Path(path)
+        self.report = BagReport(path=str(self.path), typestore=typestore)
+        self._storages, self._connections = _open_storages(self.path, self.report)
+        all_connections = [c for group in self._connections for c in group]
+        self.typestore = _typestore_for(all_connections, distro_typestore(typestore))
+        for connection in all_connections:
+            info = self.report.topics.get(connection.topic)
+            if info is None:
+                reason = _undecodable_reason(self.typestore, connection.msgtype)
+                self.report.topics[connection.topic] = TopicInfo(
+                    connection.topic, connection.msgtype, connection.msgcount, reason
+                )
+                if reason is not None:
+                    self.report.skipped_topics[connection.topic] = reason
+            else:
+                info.count += connection.msgcount
+        if self.report.skipped_topics:
+            log.warning(
+                "%s: skipping %d topic(s) whose type cannot be decoded: %s",
+                self.path,
+                len(self.report.skipped_topics),
+                ", ".join(f"{t} ({self.report.topics[t].msgtype})" for t in self.report.skipped_topics),
+            )
+        for note in self.report.notes:
+            log.warning("%s: %s", self.path, note)
+
+    @property
+    def topics(self) -> dict[str, TopicInfo]:
+        return self.report.topics
+
+    def close(self) -> None:
+        for storage in self._storages:
+            storage.close()
+
+    def __enter__(self) -> OpenBag:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def messages(self, topics: Iterable[str]) -> Iterator[tuple[str, int, Any]]:
+        """Decoded (topic, receive time ns, message) of the decodable `topics`, per storage file.
+
+        A storage error mid-read ends the iteration of that file with the report marked partial.
+        """
+        wanted = {t for t in topics if t in self.report.topics and t not in self.report.skipped_topics}
+        deserialize = self.typestore.deserialize_cdr
+        report = self.report
+        for storage, connections in zip(self._storages, self._connections, strict=True):
+            chosen = [c for c in connections if c.topic in wanted]
+            if not chosen:
+                continue
+            read = dict.fromkeys(wanted, 0)
+            try:
+                for connection, timestamp, raw in storage.messages(chosen):
+                    topic = connection.topic
+                    try:
+                        message = deserialize(raw, connection.msgtype)
+                    except Exception:
+                        report.decode_errors[topic] = report.decode_errors.get(topic, 0) + 1
+                        continue
+                    read[topic] += 1
+                    yield topic, timestamp, message
+            except Exception as exc:
+                report.partial = True
+                report.notes.append(f"reading {storage.path.name} stopped early: {type(exc).__name__}: {exc}")
+                log.warning(
+                    "%s: reading stopped early (%s); keeping %d message(s)",
+                    storage.path,
+                    exc,
+                    sum(read.values()),
+                )
+            finally:
+                for topic, count in read.items():
+                    report.messages_read[topic] = report.messages_read.get(topic, 0) + count
+
+
+def open_bag(path: str | Path, typestore: str = "humble") -> OpenBag:
+    """Open a rosbag2 directory or a .db3/.mcap file; raise BagError only when nothing is readable."""
+    return OpenBag(path, typestore)
+
+
+def read_streams(bag: OpenBag, topics: Iterable[str]) -> dict[str, Any]:
+    """One pass over the bag collecting each topic into its sink (see streams.SINKS).
+
+    Returns topic -> sink; call the sink's `finish(...)` for the arrays. Topics of a type without a
+    sink raise BagError naming the supported types.
+    """
+    sinks: dict[str, Any] = {}
+    for topic in topics:
+        info = bag.topics.get(topic)
+        if info is None:
+            continue
+        sink_cls = SINKS.get(info.msgtype)
+        if sink_cls is None:
+            raise BagError(
+                f"{bag.path}: topic {topic} has type {info.msgtype}; the converter reads {sorted(SINKS)}"
+            )
+        sinks[topic] = sink_cls()
+    adders = {topic: sink.add for topic, sink in sinks.items()}
+    for topic, timestamp, message in bag.messages(sinks):
+        adders[topic](timestamp, message)
+    return sinks

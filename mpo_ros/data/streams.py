@@ -1,0 +1,275 @@
+"""Message streams as numpy columns: JointState, Float64MultiArray, JointTrajectory, PointStamped.
+
+Each `*Sink` receives decoded messages one at a time in the hot read loop, where it only appends
+references to Python lists (the per-message cost must stay far below deserialisation, see
+benchmarks/bag_convert.py); `finish()` turns the lists into arrays in a few vectorised calls.
+
+Streams come out sorted by receive time (the bag timestamp, one clock for every topic of a
+recording). Header stamps are kept alongside: on simulators they are sim time and may repeat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SINKS",
+    "CommandStream",
+    "JointStateStream",
+    "PointStream",
+]
+
+
+@dataclass
+class JointStateStream:
+    """sensor_msgs/JointState columns. Missing velocity/effort entries are NaN."""
+
+    receive_ns: np.ndarray  # [N] int64
+    header_ns: np.ndarray  # [N] int64
+    names: tuple[str, ...]  # column order of the [N, J] arrays
+    positions: np.ndarray  # [N, J] float64
+    velocities: np.ndarray  # [N, J] float64
+    efforts: np.ndarray  # [N, J] float64
+    # Messages dropped while building the columns, by reason (e.g. 'missing_joints').
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.receive_ns)
+
+    def select(self, joint_names: tuple[str, ...]) -> JointStateStream:
+        """Columns reordered to `joint_names` (all must be present; the caller checks)."""
+        index = [self.names.index(n) for n in joint_names]
+        return JointStateStream(
+            self.receive_ns,
+            self.header_ns,
+            tuple(joint_names),
+            self.positions[:, index],
+            self.velocities[:, index],
+            self.efforts[:, index],
+            dict(self.dropped),
+        )
+
+
+@dataclass
+class CommandStream:
+    """Joint position commands: Float64MultiArray data or the first JointTrajectory point."""
+
+    receive_ns: np.ndarray  # [N] int64
+    # Joint names carried by the messages (JointTrajectory) or None (Float64MultiArray: contract order).
+    names: tuple[str, ...] | None
+    positions: np.ndarray  # [N, D] float64
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.receive_ns)
+
+
+@dataclass
+class PointStream:
+    """geometry_msgs/PointStamped columns."""
+
+    receive_ns: np.ndarray  # [N] int64
+    header_ns: np.ndarray  # [N] int64
+    points: np.ndarray  # [N, 3] float64
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.receive_ns)
+
+
+def _stamp_ns(header: Any) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def _count(dropped: dict[str, int], reason: str, n: int = 1) -> None:
+    if n:
+        dropped[reason] = dropped.get(reason, 0) + n
+
+
+def _sorted(receive_ns: list[int]) -> np.ndarray:
+    """Stable order by receive time (multi-file bags are read file by file)."""
+    times = np.asarray(receive_ns, dtype=np.int64)
+    if len(times) > 1 and np.any(times[1:] < times[:-1]):
+        return np.argsort(times, kind="stable")
+    return np.arange(len(times))
+
+
+def _column(arrays: list[np.ndarray], width: int) -> np.ndarray:
+    """Stack per-message vectors; empty ones (not published) become NaN rows."""
+    out = np.full((len(arrays), width), np.nan)
+    full = [i for i, a in enumerate(arrays) if len(a) == width]
+    if full:
+        out[full] = np.stack([arrays[i] for i in full])
+    return out
+
+
+class JointStateSink:
+    """Collects JointState messages; joints are matched by name, never by position in the message."""
+
+    def __init__(self) -> None:
+        self.receive_ns: list[int] = []
+        self.header_ns: list[int] = []
+        self.names: list[list[str]] = []
+        self.positions: list[np.ndarray] = []
+        self.velocities: list[np.ndarray] = []
+        self.efforts: list[np.ndarray] = []
+
+    def add(self, receive_ns: int, msg: Any) -> None:
+        self.receive_ns.append(receive_ns)
+        self.header_ns.append(_stamp_ns(msg.header))
+        self.names.append(msg.name)
+        self.positions.append(msg.position)
+        self.velocities.append(msg.velocity)
+        self.efforts.append(msg.effort)
+
+    def finish(self, joint_names: tuple[str, ...] | None = None) -> JointStateStream:
+        """Columns in `joint_names` order (default: the first message's names).
+
+        Messages lacking one of those joints, or whose position count does not match their names,
+        are dropped and counted; velocity/effort vectors that are empty or the wrong length are NaN.
+        """
+        dropped: dict[str, int] = {}
+        order = _sorted(self.receive_ns)
+        if joint_names is None:
+            joint_names = tuple(self.names[order[0]]) if len(order) else ()
+        width = len(joint_names)
+        keep: list[int] = []
+        rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        index_cache: dict[tuple[str, ...], list[int] | None] = {}
+        for i in order:
+            key = tuple(self.names[i])
+            if key not in index_cache:
+                have = {n: k for k, n in enumerate(key)}
+                index_cache[key] = (
+                    [have[n] for n in joint_names] if all(n in have for n in joint_names) else None
+                )
+            index = index_cache[key]
+            if index is None:
+                _count(dropped, "missing_joints")
+                continue
+            position, velocity, effort = self.positions[i], self.velocities[i], self.efforts[i]
+            if len(position) != len(key):
+                _count(dropped, "malformed")
+                continue
+            identity = index == list(range(len(key)))
+            rows.append(
+                (
+                    position if identity else position[index],
+                    (velocity if identity else velocity[index]) if len(velocity) == len(key) else np.zeros(0),
+                    (effort if identity else effort[index]) if len(effort) == len(key) else np.zeros(0),
+                )
+            )
+            keep.append(i)
+        receive = np.asarray(self.receive_ns, dtype=np.int64)[keep]
+        header = np.asarray(self.header_ns, dtype=np.int64)[keep]
+        if rows:
+            positions = np.stack([r[0] for r in rows]).astype(np.float64, copy=False)
+            velocities = _column([r[1] for r in rows], width)
+            efforts = _column([r[2] for r in rows], width)
+        else:
+            positions = velocities = efforts = np.zeros((0, width))
+        return JointStateStream(receive, header, tuple(joint_names), positions, velocities, efforts, dropped)
+
+
+class Float64MultiArraySink:
+    """Collects Float64MultiArray commands (data in the contract's joint order)."""
+
+    def __init__(self) -> None:
+        self.receive_ns: list[int] = []
+        self.data: list[np.ndarray] = []
+
+    def add(self, receive_ns: int, msg: Any) -> None:
+        self.receive_ns.append(receive_ns)
+        self.data.append(msg.data)
+
+    def finish(self, width: int | None = None) -> CommandStream:
+        """Commands of `width` entries (default: the most common length); others dropped and counted."""
+        dropped: dict[str, int] = {}
+        order = _sorted(self.receive_ns)
+        lengths = np.fromiter((len(d) for d in self.data), dtype=np.int64, count=len(self.data))
+        if width is None:
+            width = int(np.bincount(lengths).argmax()) if len(lengths) else 0
+        keep = [i for i in order if lengths[i] == width]
+        _count(dropped, "wrong_length", len(order) - len(keep))
+        data = np.stack([self.data[i] for i in keep]) if keep else np.zeros((0, width))
+        receive = np.asarray(self.receive_ns, dtype=np.int64)[keep]
+        return CommandStream(receive, None, data.astype(np.float64, copy=False), dropped)
+
+
+class JointTrajectorySink:
+    """Collects JointTrajectory commands: the first point's positions, matched by joint name.
+
+    A position controller streaming one-point trajectories is the common case; multi-point
+    trajectories are reduced to their first point (what the controller is asked to reach next).
+    """
+
+    def __init__(self) -> None:
+        self.receive_ns: list[int] = []
+        self.names: list[list[str]] = []
+        self.positions: list[np.ndarray | None] = []
+
+    def add(self, receive_ns: int, msg: Any) -> None:
+        self.receive_ns.append(receive_ns)
+        self.names.append(msg.joint_names)
+        self.positions.append(msg.points[0].positions if msg.points else None)
+
+    def finish(self, joint_names: tuple[str, ...] | None = None) -> CommandStream:
+        dropped: dict[str, int] = {}
+        order = _sorted(self.receive_ns)
+        if joint_names is None:
+            joint_names = tuple(self.names[order[0]]) if len(order) else ()
+        keep: list[int] = []
+        rows: list[np.ndarray] = []
+        for i in order:
+            positions = self.positions[i]
+            names = self.names[i]
+            if positions is None:
+                _count(dropped, "no_points")
+                continue
+            if len(positions) != len(names):
+                _count(dropped, "malformed")
+                continue
+            if any(n not in names for n in joint_names):
+                _count(dropped, "missing_joints")
+                continue
+            rows.append(positions[[names.index(n) for n in joint_names]])
+            keep.append(i)
+        data = np.stack(rows) if rows else np.zeros((0, len(joint_names)))
+        receive = np.asarray(self.receive_ns, dtype=np.int64)[keep]
+        return CommandStream(receive, tuple(joint_names), data, dropped)
+
+
+class PointStampedSink:
+    """Collects PointStamped messages (goals)."""
+
+    def __init__(self) -> None:
+        self.receive_ns: list[int] = []
+        self.header_ns: list[int] = []
+        self.points: list[tuple[float, float, float]] = []
+
+    def add(self, receive_ns: int, msg: Any) -> None:
+        self.receive_ns.append(receive_ns)
+        self.header_ns.append(_stamp_ns(msg.header))
+        point = msg.point
+        self.points.append((point.x, point.y, point.z))
+
+    def finish(self) -> PointStream:
+        order = _sorted(self.receive_ns)
+        points = np.asarray(self.points, dtype=np.float64).reshape(-1, 3)[order]
+        return PointStream(
+            np.asarray(self.receive_ns, dtype=np.int64)[order],
+            np.asarray(self.header_ns, dtype=np.int64)[order],
+            points,
+        )
+
+
+# ROS type -> sink class, for the message types the converter understands.
+SINKS: dict[str, type] = {
+    "sensor_msgs/msg/JointState": JointStateSink,
+    "std_msgs/msg/Float64MultiArray": Float64MultiArraySink,
+    "trajectory_msgs/msg/JointTrajectory": JointTrajectorySink,
+    "geometry_msgs/msg/PointStamped": PointStampedSink,
+}
