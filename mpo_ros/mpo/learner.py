@@ -1,0 +1,478 @@
+"""The MPO learner: networks, target networks, duals, optimisers, and one ``update(batch)``.
+
+One update on a batch of replay sequences (see :mod:`mpo_ros.replay`):
+
+1. Policy evaluation: the critic regresses onto an n-step target (or Retrace) bootstrapped with the expected
+   target-critic value under the target policy, estimated from ``num_samples`` actions.
+2. E-step: ``num_samples`` actions per state from the prior (the target policy unless :attr:`MPOLearner.prior`
+   is set, the seam for behaviour-regularised variants such as ABM) are weighted by softmax(Q/eta); eta is
+   fitted by its convex dual so that KL(q || prior) ~ epsilon. With action penalisation a second objective
+   gets its own temperature (MO-MPO).
+3. M-step: weighted maximum likelihood of those samples under decoupled mean / scale KL trust regions
+   around the prior, with Lagrange multipliers learned by dual gradient descent.
+
+All three losses are summed and back-propagated once: each touches a disjoint set of parameters (critic,
+policy, duals), so one backward pass equals three and saves the per-pass overhead. Metrics stay on the device
+as 0-d tensors (no host sync inside the update); convert with :func:`metrics_to_floats` when logging.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mpo_ros.config import option
+from mpo_ros.errors import CheckpointError, ConfigError
+from mpo_ros.mpo import losses
+from mpo_ros.mpo.networks import TORSOS, Critic, GaussianParams, GaussianPolicy, ObservationNormalizer
+from mpo_ros.replay import SequenceBatch
+
+__all__ = ["Duals", "MPOConfig", "MPOLearner", "build_policy", "metrics_to_floats"]
+
+
+@dataclasses.dataclass
+class MPOConfig:
+    """Algorithm hyperparameters. Defaults cite their source; "Acme" = acme/agents/jax/mpo (config.py,
+    types.py GaussianPolicyLossConfig), "Tonic" = tonic/torch/agents/mpo.py + updaters (Pardo 2020), which
+    was tuned on the same gym MuJoCo tasks we benchmark."""
+
+    discount: float = option(0.99, "discount factor gamma (Acme, Tonic: 0.99)")
+    n_step: int = option(5, "steps of the n-step TD target / Retrace sequence length (Acme, Tonic: 5)")
+    num_samples: int = option(20, "actions sampled per state for the E-step and the bootstrap (Acme: 20)")
+    epsilon: float = option(0.1, "E-step bound on KL(q || pi_old) (MPO paper, Acme, Tonic: 0.1)")
+    epsilon_mean: float = option(
+        0.01,
+        "M-step bound on the mean KL for the whole action; with per-dim constraining each dimension gets "
+        "epsilon_mean / D (Acme bounds each dimension by 0.0025, Tonic by 0.001: 0.01 / 6 = 0.0017 for "
+        "HalfCheetah, between the two, and the bound no longer grows with D)",
+    )
+    epsilon_stddev: float = option(
+        1e-5,
+        "M-step bound on the scale KL for the whole action, split per dimension like epsilon_mean "
+        "(Acme, Tonic: 1e-6 per dimension)",
+    )
+    epsilon_penalty: float = option(
+        1e-3, "E-step KL bound of the action-penalty objective (MO-MPO; Acme, Tonic: 0.001)"
+    )
+    per_dim_constraining: bool = option(
+        True, "one trust region (and multiplier) per action dimension (Acme, Tonic default: on)"
+    )
+    action_penalization: bool = option(
+        True, "keep actions in [-1, 1] with MO-MPO's penalty objective instead of squashing (Acme, Tonic: on)"
+    )
+    init_log_temperature: float = option(1.0, "initial softplus parameter of the temperature (Tonic: 1)")
+    init_log_alpha_mean: float = option(1.0, "initial softplus parameter of the mean multiplier (Tonic: 1)")
+    init_log_alpha_stddev: float = option(
+        10.0, "initial softplus parameter of the scale multiplier (Tonic: 10; Acme: 1000)"
+    )
+    min_log_dual: float = option(
+        -18.0, "floor on every dual's softplus parameter, so a dual never reaches 0 (Acme, Tonic: -18)"
+    )
+    policy_lr: float = option(3e-4, "Adam learning rate of the policy (Tonic: 3e-4; Acme: 1e-4)")
+    critic_lr: float = option(3e-4, "Adam learning rate of the critic (Tonic: 3e-4; Acme: 1e-4)")
+    dual_lr: float = option(1e-2, "Adam learning rate of the dual variables (Acme, Tonic: 1e-2)")
+    grad_norm_clip: float = option(
+        40.0, "clip actor and critic gradients to this global norm each; 0 disables (Acme: 40)"
+    )
+    target_update: str = option(
+        "polyak",
+        "target networks: 'polyak' (exponential average, Tonic) or 'hard' (copy every period, Acme)",
+        choices=("polyak", "hard"),
+    )
+    target_update_period: int = option(100, "updates between hard target copies (Acme: 100)")
+    target_tau: float = option(0.005, "Polyak rate of the target networks (Tonic: 0.005)")
+    torso: str = option(
+        "layernorm",
+        "network torso: 'layernorm' (Acme LayerNormMLP: Linear-LayerNorm-tanh, then ELU) or 'relu'",
+        choices=TORSOS,
+    )
+    policy_hidden: list[int] = option([256, 256], "policy hidden layer sizes (Tonic: 256, 256)")  # noqa: RUF009
+    critic_hidden: list[int] = option([256, 256], "critic hidden layer sizes (Tonic: 256, 256)")  # noqa: RUF009
+    init_scale: float = option(0.3, "initial policy stddev in normalised action units (Acme: 0.3)")
+    min_scale: float = option(1e-6, "floor on the policy stddev (Acme: 1e-6)")
+    full_covariance: bool = option(
+        False, "full Cholesky covariance policy (MPO 2018a); needs per_dim_constraining false"
+    )
+    retrace: bool = option(False, "Retrace(lambda) critic targets instead of n-step (Acme: off)")
+    retrace_lambda: float = option(0.95, "Retrace trace-decay lambda (Acme: 0.95)")
+    normalize_observations: bool = option(
+        True, "standardise observations with running statistics (Tonic: on)"
+    )
+    device: str = option("cpu", "torch device for the learner: cpu or cuda", choices=("cpu", "cuda"))
+
+    def __post_init__(self) -> None:
+        self.policy_hidden = [int(h) for h in self.policy_hidden]
+        self.critic_hidden = [int(h) for h in self.critic_hidden]
+        problems = []
+        if self.full_covariance and self.per_dim_constraining:
+            problems.append(
+                "full_covariance=True needs per_dim_constraining=False (a per-dimension KL is undefined for a "
+                "correlated Gaussian)"
+            )
+        for name in ("epsilon", "epsilon_mean", "epsilon_stddev", "epsilon_penalty"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name}={getattr(self, name)} must be > 0")
+        if not 0.0 <= self.discount <= 1.0:
+            problems.append(f"discount={self.discount} must lie in [0, 1]")
+        if self.n_step < 1 or self.num_samples < 1:
+            problems.append(f"n_step={self.n_step} and num_samples={self.num_samples} must be >= 1")
+        if not 0.0 < self.target_tau <= 1.0:
+            problems.append(f"target_tau={self.target_tau} must lie in (0, 1]")
+        if self.target_update_period < 1:
+            problems.append(f"target_update_period={self.target_update_period} must be >= 1")
+        if not self.policy_hidden or not self.critic_hidden:
+            problems.append("policy_hidden and critic_hidden need at least one layer size each")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @classmethod
+    def from_any(cls, config: Any) -> MPOConfig:
+        """Pick this class's fields out of a larger config (e.g. ``TrainConfig``) or a dict."""
+        get = config.get if isinstance(config, dict) else lambda k, d: getattr(config, k, d)
+        values = {}
+        for f in dataclasses.fields(cls):
+            value = get(f.name, dataclasses.MISSING)
+            if value is not dataclasses.MISSING:
+                values[f.name] = list(value) if isinstance(value, tuple) else value
+        return cls(**values)
+
+
+def build_policy(obs_dim: int, act_dim: int, config: MPOConfig) -> GaussianPolicy:
+    return GaussianPolicy(
+        obs_dim,
+        act_dim,
+        hidden=config.policy_hidden,
+        torso=config.torso,
+        init_scale=config.init_scale,
+        min_scale=config.min_scale,
+        full_covariance=config.full_covariance,
+    )
+
+
+class Duals(nn.Module):
+    """The Lagrange multipliers, stored as softplus parameters (see :func:`losses.dual_value`)."""
+
+    def __init__(self, act_dim: int, config: MPOConfig) -> None:
+        super().__init__()
+        per_dim = (act_dim,) if config.per_dim_constraining else ()
+        self.log_temperature = nn.Parameter(torch.tensor(config.init_log_temperature))
+        self.log_penalty_temperature = nn.Parameter(torch.tensor(config.init_log_temperature))
+        self.log_alpha_mean = nn.Parameter(torch.full(per_dim, config.init_log_alpha_mean))
+        self.log_alpha_stddev = nn.Parameter(torch.full(per_dim, config.init_log_alpha_stddev))
+
+    @torch.no_grad()
+    def clamp_(self, floor: float) -> None:
+        for p in self.parameters():
+            p.clamp_(min=floor)
+
+
+def metrics_to_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """One host transfer for all metrics (call only when logging)."""
+    if not metrics:
+        return {}
+    values = torch.stack([v.float().reshape(()) for v in metrics.values()]).cpu().tolist()
+    return dict(zip(metrics.keys(), values, strict=True))
+
+
+class MPOLearner:
+    """Networks + targets + duals + optimisers; :meth:`state_dict` is the whole training state.
+
+    ``prior``: optional module mapping normalised observations [B, O] to :class:`GaussianParams`; when set,
+    the E-step samples from it and the M-step trust regions are taken around it instead of the target policy
+    (behaviour-regularised MPO / ABM, Siegel et al. 2020). Its parameters are not trained here.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, config: MPOConfig) -> None:
+        self.config = config
+        self.obs_dim = obs_dim
+        self.act_dim = act_dim
+        self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device=cuda but torch sees no CUDA device; use --device cpu")
+        dev = self.device
+        self.policy = build_policy(obs_dim, act_dim, config).to(dev)
+        self.critic = Critic(obs_dim, act_dim, config.critic_hidden, config.torso).to(dev)
+        self.target_policy = copy.deepcopy(self.policy).requires_grad_(False)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.normalizer = ObservationNormalizer(obs_dim).to(dev)
+        self.duals = Duals(act_dim, config).to(dev)
+        self.prior: nn.Module | None = None
+        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.policy_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.dual_optimizer = torch.optim.Adam(self.duals.parameters(), lr=config.dual_lr)
+        self.num_updates = 0
+        self._online_params = [*self.policy.parameters(), *self.critic.parameters()]
+        self._target_params = [*self.target_policy.parameters(), *self.target_critic.parameters()]
+
+    # --- acting --------------------------------------------------------------------------------------
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.normalizer(obs) if self.config.normalize_observations else obs
+
+    def observe(self, observations: np.ndarray) -> None:
+        """Update the observation statistics with new environment observations [O] or [B, O]."""
+        if self.config.normalize_observations:
+            self.normalizer.update(torch.as_tensor(observations, dtype=torch.float32, device=self.device))
+
+    @torch.no_grad()
+    def act(self, observation: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Action(s) for raw observation(s) [O] or [B, O]: a sample from pi (or clamp(mean) when
+        ``deterministic``) and its log-density (for Retrace; 0 when deterministic). Samples are not clipped:
+        the environment wrapper clips, the replay stores what the policy drew."""
+        obs = torch.as_tensor(observation, dtype=torch.float32, device=self.device)
+        single = obs.dim() == 1
+        dist = self.policy(self.normalize(obs.reshape(-1, self.obs_dim)))
+        if deterministic:
+            action = dist.mean.clamp(-1.0, 1.0)
+            logp = torch.zeros(action.shape[0], device=self.device)
+        else:
+            action = _sample(dist, 1)[0]
+            logp = losses.log_prob(dist, action.unsqueeze(0))[0]
+        action_np, logp_np = action.cpu().numpy(), logp.cpu().numpy()
+        return (action_np[0], logp_np[0]) if single else (action_np, logp_np)
+
+    # --- learning ------------------------------------------------------------------------------------
+
+    def _prior(self, obs: torch.Tensor) -> GaussianParams:
+        module = self.prior if self.prior is not None else self.target_policy
+        return module(obs)
+
+    def _to_device(self, batch: SequenceBatch) -> SequenceBatch:
+        return SequenceBatch(
+            *(torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=True) for x in batch)
+        )
+
+    def update(self, batch: SequenceBatch) -> dict[str, torch.Tensor]:
+        """One gradient step of critic, policy and duals on ``batch``; returns 0-d metric tensors."""
+        cfg = self.config
+        b = self._to_device(batch)
+        obs = self.normalize(b.observations[:, 0])
+        action = b.actions[:, 0]
+
+        with torch.no_grad():
+            if cfg.retrace:
+                prior, sampled, q_sampled, target = self._retrace_targets(b, obs)
+            else:
+                prior, sampled, q_sampled, target = self._n_step_targets(b, obs)
+
+        # Policy evaluation.
+        q = self.critic(obs, action)
+        loss_critic, critic_stats = losses.critic_loss(q, target)
+
+        # E-step.
+        loss_temp, weights, temp_stats = losses.temperature_loss(
+            q_sampled, self.duals.log_temperature, cfg.epsilon
+        )
+        loss_dual = loss_temp
+        metrics: dict[str, torch.Tensor] = {}
+        if cfg.action_penalization:
+            loss_pen, pen_weights, pen_stats = losses.temperature_loss(
+                losses.action_penalty(sampled), self.duals.log_penalty_temperature, cfg.epsilon_penalty
+            )
+            weights = weights + pen_weights
+            loss_dual = loss_dual + loss_pen
+            metrics["dual/penalty_temperature"] = pen_stats.temperature
+            metrics["kl_rel/penalty"] = pen_stats.kl_q_pi / cfg.epsilon_penalty
+
+        # M-step.
+        online = self.policy(obs)
+        loss_ce, ce_stats = losses.weighted_cross_entropy(sampled, weights, prior, online)
+        kl_mean, kl_stddev = losses.decoupled_kl(prior, online, cfg.per_dim_constraining)
+        loss_kl_mean, loss_alpha_mean, mean_stats = losses.trust_region_loss(
+            kl_mean, self.duals.log_alpha_mean, cfg.epsilon_mean
+        )
+        loss_kl_std, loss_alpha_std, std_stats = losses.trust_region_loss(
+            kl_stddev, self.duals.log_alpha_stddev, cfg.epsilon_stddev
+        )
+        loss_policy = loss_ce + loss_kl_mean + loss_kl_std
+        loss_dual = loss_dual + loss_alpha_mean + loss_alpha_std
+
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        self.dual_optimizer.zero_grad(set_to_none=True)
+        (loss_critic + loss_policy + loss_dual).backward()
+        grad_actor = self._clip(self.policy)
+        grad_critic = self._clip(self.critic)
+        self.actor_optimizer.step()
+        self.critic_optimizer.step()
+        self.dual_optimizer.step()
+        self.duals.clamp_(cfg.min_log_dual)
+        self.num_updates += 1
+        self._update_targets()
+
+        std = online.stddev().detach()
+        metrics.update(
+            {
+                "loss/critic": loss_critic.detach(),
+                "loss/policy": loss_policy.detach(),
+                "loss/policy_mean": ce_stats.loss_mean,
+                "loss/policy_stddev": ce_stats.loss_stddev,
+                "loss/dual": loss_dual.detach(),
+                "dual/temperature": temp_stats.temperature,
+                "kl_rel/temperature": temp_stats.kl_q_pi / cfg.epsilon,
+                "kl_rel/mean": mean_stats.kl_relative,
+                "kl_rel/stddev": std_stats.kl_relative,
+                "q/mean": critic_stats.q_mean,
+                "q/min": critic_stats.q_min,
+                "q/max": critic_stats.q_max,
+                "q/target_mean": critic_stats.target_mean,
+                "policy/std_min": std.min(),
+                "policy/std_max": std.max(),
+                "opt/grad_norm_actor": grad_actor,
+                "opt/grad_norm_critic": grad_critic,
+            }
+        )
+        for name, stats in (("alpha_mean", mean_stats), ("alpha_stddev", std_stats)):
+            if stats.alpha.dim() == 0:
+                metrics[f"dual/{name}"] = stats.alpha
+            else:
+                for i in range(stats.alpha.shape[0]):
+                    metrics[f"dual/{name}_{i}"] = stats.alpha[i]
+        return metrics
+
+    def metric_names(self) -> list[str]:
+        """The keys :meth:`update` returns (fixed by the config), e.g. for a CSV header."""
+        names = [
+            "loss/critic", "loss/policy", "loss/policy_mean", "loss/policy_stddev", "loss/dual",
+            "dual/temperature", "kl_rel/temperature", "kl_rel/mean", "kl_rel/stddev",
+            "q/mean", "q/min", "q/max", "q/target_mean", "policy/std_min", "policy/std_max",
+            "opt/grad_norm_actor", "opt/grad_norm_critic",
+        ]  # fmt: skip
+        if self.config.action_penalization:
+            names = ["dual/penalty_temperature", "kl_rel/penalty", *names]
+        for name in ("alpha_mean", "alpha_stddev"):
+            if self.config.per_dim_constraining:
+                names += [f"dual/{name}_{i}" for i in range(self.act_dim)]
+            else:
+                names.append(f"dual/{name}")
+        return names
+
+    def _n_step_targets(
+        self, b: SequenceBatch, obs: torch.Tensor
+    ) -> tuple[GaussianParams, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prior at s_0, its N samples with target-critic values, and the n-step critic target.
+
+        When the prior is the target policy, s_0 and the bootstrap states go through the target networks in
+        one pass (2B states, N samples each)."""
+        cfg = self.config
+        batch_size = obs.shape[0]
+        last = (b.mask.sum(1).long() - 1).clamp_min(0)
+        boot_obs = self.normalize(b.next_observations[torch.arange(batch_size, device=obs.device), last])
+        if self.prior is None:
+            both = self.target_policy(torch.cat([obs, boot_obs]))
+            actions = _sample(both, cfg.num_samples)  # [N, 2B, D]
+            q_all = self.target_critic(
+                torch.cat([obs, boot_obs]).expand(cfg.num_samples, -1, -1), actions
+            )  # [N, 2B]
+            prior = GaussianParams(both.mean[:batch_size], both.scale[:batch_size])
+            sampled, q_sampled, q_boot = actions[:, :batch_size], q_all[:, :batch_size], q_all[:, batch_size:]
+        else:
+            prior = self._prior(obs)
+            sampled = _sample(prior, cfg.num_samples)
+            boot_actions = _sample(self.target_policy(boot_obs), cfg.num_samples)
+            q_all = self.target_critic(
+                torch.cat([obs, boot_obs]).expand(cfg.num_samples, -1, -1),
+                torch.cat([sampled, boot_actions], dim=1),
+            )
+            q_sampled, q_boot = q_all[:, :batch_size], q_all[:, batch_size:]
+        target = losses.n_step_return(b.rewards, b.mask, b.terminated, q_boot.mean(0), cfg.discount)
+        return prior, sampled, q_sampled, target
+
+    def _retrace_targets(
+        self, b: SequenceBatch, obs: torch.Tensor
+    ) -> tuple[GaussianParams, torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        batch_size, length = b.rewards.shape
+        prior = self._prior(obs)
+        sampled = _sample(prior, cfg.num_samples)
+        q_sampled = self.target_critic(obs.expand(cfg.num_samples, -1, -1), sampled)
+        seq_obs = self.normalize(b.observations.reshape(batch_size * length, -1))
+        next_obs = self.normalize(b.next_observations.reshape(batch_size * length, -1))
+        next_dist = self.target_policy(next_obs)
+        next_actions = _sample(next_dist, cfg.num_samples)
+        next_values = self.target_critic(next_obs.expand(cfg.num_samples, -1, -1), next_actions).mean(0)
+        seq_actions = b.actions.reshape(batch_size * length, -1)
+        q_taken = self.target_critic(seq_obs, seq_actions)
+        log_pi = losses.log_prob(self.target_policy(seq_obs), seq_actions.unsqueeze(0))[0]
+        log_ratio = torch.nan_to_num(log_pi - b.behaviour_log_probs.reshape(-1), nan=0.0)
+        target = losses.retrace_targets(
+            b.rewards,
+            b.mask,
+            b.terminated,
+            q_taken.reshape(batch_size, length),
+            next_values.reshape(batch_size, length),
+            log_ratio.reshape(batch_size, length),
+            cfg.discount,
+            cfg.retrace_lambda,
+        )
+        return prior, sampled, q_sampled, target
+
+    def _clip(self, module: nn.Module) -> torch.Tensor:
+        params = [p for p in module.parameters() if p.grad is not None]
+        if self.config.grad_norm_clip > 0:
+            return torch.nn.utils.clip_grad_norm_(params, self.config.grad_norm_clip, foreach=True)
+        return torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+
+    @torch.no_grad()
+    def _update_targets(self) -> None:
+        cfg = self.config
+        if cfg.target_update == "polyak":
+            torch._foreach_lerp_(self._target_params, self._online_params, cfg.target_tau)
+        elif self.num_updates % cfg.target_update_period == 0:
+            torch._foreach_copy_(self._target_params, self._online_params)
+
+    # --- checkpointing -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training bit-for-bit (tensors, primitives and dicts only)."""
+        return {
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "config": _config_dict(self.config),
+            "policy": self.policy.state_dict(),
+            "critic": self.critic.state_dict(),
+            "target_policy": self.target_policy.state_dict(),
+            "target_critic": self.target_critic.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "duals": self.duals.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "dual_optimizer": self.dual_optimizer.state_dict(),
+            "num_updates": self.num_updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (state["obs_dim"], state["act_dim"]) != (self.obs_dim, self.act_dim):
+            raise CheckpointError(
+                f"checkpoint is for obs_dim={state['obs_dim']}, act_dim={state['act_dim']}, this learner has "
+                f"obs_dim={self.obs_dim}, act_dim={self.act_dim}: resume with the same environment"
+            )
+        try:
+            for name in ("policy", "critic", "target_policy", "target_critic", "normalizer", "duals"):
+                getattr(self, name).load_state_dict(state[name])
+            for name in ("actor_optimizer", "critic_optimizer", "dual_optimizer"):
+                getattr(self, name).load_state_dict(state[name])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(
+                f"checkpoint does not match this learner's networks ({exc}); were torso, hidden sizes, "
+                "full_covariance or per_dim_constraining changed since it was written?"
+            ) from exc
+        self.num_updates = int(state["num_updates"])
+
+
+def _config_dict(config: MPOConfig) -> dict[str, Any]:
+    out = dataclasses.asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def _sample(dist: GaussianParams, num: int) -> torch.Tensor:
+    """``num`` reparameterised samples [num, B, D] (no gradient is needed: callers run under no_grad)."""
+    noise = torch.randn((num, *dist.mean.shape), dtype=dist.mean.dtype, device=dist.mean.device)
+    if dist.full_covariance:
+        return dist.mean + (dist.scale @ noise.unsqueeze(-1)).squeeze(-1)
+    return dist.mean + dist.scale * noise

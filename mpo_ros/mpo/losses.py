@@ -1,0 +1,287 @@
+"""MPO losses as pure functions of tensors, each returning ``(loss, stats)``.
+
+Shape letters: B batch, N action samples per state, D action dimensions, L sequence length.
+
+Symbols follow Abdolmaleki et al. (2018a, "Maximum a Posteriori Policy Optimisation"; 2018b, "Relative Entropy
+Regularized Policy Iteration") and Abdolmaleki et al. (2020, "A Distributional View on Multi-Objective Policy
+Optimization", MO-MPO):
+
+- ``eta`` / temperature: Lagrange multiplier of the E-step KL(q || pi_old) <= epsilon.
+- ``alpha_mean``, ``alpha_stddev``: multipliers of the decoupled M-step trust regions.
+- ``pi_old``: the policy the E-step samples from (the target policy, or a behaviour prior for ABM).
+
+Nothing here owns an optimiser: the learner sums the returned losses and steps. Every dual loss is written so
+that its gradient touches only the dual variable (KLs and Q-values enter through ``detach``), and every policy
+loss so that its gradient touches only the policy (duals enter through ``detach``).
+
+Why action penalisation instead of a tanh squash: the M-step trust regions are closed-form Gaussian KLs between
+the old and new policies; with a squash the KL in action space no longer has a closed form and log-likelihoods
+need Jacobian terms that blow up near the bounds. MO-MPO instead adds a second objective,
+``Q_penalty(a) = -||a - clip(a, -1, 1)||_2``, with its own temperature and epsilon: the E-step weights then
+prefer in-bound samples by an amount that is scale-invariant to the task reward, and the policy stays a plain
+Gaussian whose mean can be clamped at deployment.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from mpo_ros.mpo.networks import GaussianParams
+
+__all__ = [
+    "MIN_DUAL",
+    "CriticStats",
+    "CrossEntropyStats",
+    "TemperatureStats",
+    "TrustRegionStats",
+    "action_penalty",
+    "critic_loss",
+    "decoupled_kl",
+    "dual_value",
+    "gaussian_kl_diag",
+    "gaussian_kl_full",
+    "log_prob",
+    "n_step_return",
+    "retrace_targets",
+    "temperature_loss",
+    "trust_region_loss",
+    "weighted_cross_entropy",
+]
+
+MIN_DUAL = 1e-8  # added to softplus(param): duals are strictly positive (Acme's _MPO_FLOAT_EPSILON)
+
+
+def dual_value(param: torch.Tensor) -> torch.Tensor:
+    """Positive dual variable from its unconstrained parameter: ``softplus(param) + 1e-8``."""
+    return torch.nn.functional.softplus(param) + MIN_DUAL
+
+
+# --- Gaussian helpers -----------------------------------------------------------------------------------
+
+
+def gaussian_kl_diag(
+    mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor, std_q: torch.Tensor
+) -> torch.Tensor:
+    """Per-dimension KL(N(mean_p, std_p^2) || N(mean_q, std_q^2)) [..., D] in closed form."""
+    var_ratio = (std_p / std_q).square()
+    mahalanobis = ((mean_q - mean_p) / std_q).square()
+    return 0.5 * (var_ratio + mahalanobis - 1.0 - torch.log(var_ratio))
+
+
+def gaussian_kl_full(
+    mean_p: torch.Tensor, chol_p: torch.Tensor, mean_q: torch.Tensor, chol_q: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(mean_p, L_p L_p^T) || N(mean_q, L_q L_q^T)) [...] for Cholesky factors [..., D, D].
+
+    0.5 * (tr(S_q^-1 S_p) + (m_q - m_p)^T S_q^-1 (m_q - m_p) - D + log det S_q - log det S_p).
+    """
+    dim = mean_p.shape[-1]
+    chol_q = chol_q.expand_as(chol_p) if chol_q.dim() < chol_p.dim() else chol_q
+    chol_p = chol_p.expand_as(chol_q)
+    # M = L_q^-1 L_p  =>  tr(S_q^-1 S_p) = ||M||_F^2
+    m = torch.linalg.solve_triangular(chol_q, chol_p, upper=False)
+    trace = m.square().sum((-2, -1))
+    diff = (mean_q - mean_p).unsqueeze(-1)
+    y = torch.linalg.solve_triangular(chol_q, diff.expand(*chol_q.shape[:-1], 1), upper=False)
+    mahalanobis = y.square().sum((-2, -1))
+    logdet_q = torch.diagonal(chol_q, dim1=-2, dim2=-1).log().sum(-1)
+    logdet_p = torch.diagonal(chol_p, dim1=-2, dim2=-1).log().sum(-1)
+    return 0.5 * (trace + mahalanobis - dim) + logdet_q - logdet_p
+
+
+def decoupled_kl(
+    old: GaussianParams, new: GaussianParams, per_dim: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two halves of KL(pi_old || pi_new) used by the decoupled M-step (MPO 2018a, Sec. 4.2.1).
+
+    ``kl_mean`` = KL(old || N(new.mean, old.scale)) (only the mean moved), ``kl_stddev`` =
+    KL(old || N(old.mean, new.scale)) (only the scale moved). Shapes [B, D] when ``per_dim`` (diagonal only),
+    else [B]. Gradients flow into ``new`` only when it is not detached by the caller.
+    """
+    if old.full_covariance != new.full_covariance:
+        raise ValueError("old and new policies must both be diagonal or both be full-covariance")
+    if old.full_covariance:
+        if per_dim:
+            raise ValueError("a per-dimension KL is undefined for a full-covariance Gaussian")
+        kl_mean = gaussian_kl_full(old.mean, old.scale, new.mean, old.scale)
+        kl_stddev = gaussian_kl_full(old.mean, old.scale, old.mean, new.scale)
+        return kl_mean, kl_stddev
+    kl_mean = gaussian_kl_diag(old.mean, old.scale, new.mean, old.scale)
+    kl_stddev = gaussian_kl_diag(old.mean, old.scale, old.mean, new.scale)
+    if per_dim:
+        return kl_mean, kl_stddev
+    return kl_mean.sum(-1), kl_stddev.sum(-1)
+
+
+def log_prob(dist: GaussianParams, actions: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) for ``actions`` [N, B, D] under ``dist`` with parameters [B, ...] -> [N, B]."""
+    dim = dist.mean.shape[-1]
+    diff = actions - dist.mean
+    if dist.full_covariance:
+        chol = dist.scale.expand(*diff.shape[:-1], dim, dim)
+        z = torch.linalg.solve_triangular(chol, diff.unsqueeze(-1), upper=False).squeeze(-1)
+        log_det = torch.diagonal(dist.scale, dim1=-2, dim2=-1).log().sum(-1)
+    else:
+        z = diff / dist.scale
+        log_det = dist.scale.log().sum(-1)
+    return -0.5 * z.square().sum(-1) - log_det - 0.5 * dim * math.log(2.0 * math.pi)
+
+
+# --- E-step ---------------------------------------------------------------------------------------------
+
+
+class TemperatureStats(NamedTuple):
+    temperature: torch.Tensor  # the dual variable eta
+    kl_q_pi: torch.Tensor  # KL(q || pi_old) of the sample-based non-parametric q, averaged over B
+    q_spread: torch.Tensor  # mean over B of max_N Q - min_N Q, to read eta against
+
+
+def temperature_loss(
+    q_values: torch.Tensor, temperature_param: torch.Tensor, epsilon: float
+) -> tuple[torch.Tensor, torch.Tensor, TemperatureStats]:
+    """E-step: the temperature dual and the sample weights of q(a|s) proportional to pi_old(a|s) exp(Q/eta).
+
+    ``q_values`` [N, B] for N actions sampled from pi_old at each state. The dual
+    g(eta) = eta * epsilon + eta * mean_B log mean_N exp(Q / eta) is convex in eta; its minimiser makes
+    KL(q || pi_old) = epsilon. Returns ``(loss, weights [N, B] (detached, sum to 1 over N), stats)``.
+    """
+    temperature = dual_value(temperature_param)
+    tempered = q_values.detach() / temperature
+    weights = torch.softmax(tempered, dim=0).detach()
+    log_mean_exp = torch.logsumexp(tempered, dim=0) - math.log(q_values.shape[0])
+    loss = temperature * (epsilon + log_mean_exp.mean())
+    num = q_values.shape[0]
+    kl = (weights * torch.log(weights * num + 1e-30)).sum(0).mean()
+    spread = (q_values.amax(0) - q_values.amin(0)).mean().detach()
+    return loss, weights, TemperatureStats(temperature.detach(), kl.detach(), spread)
+
+
+def action_penalty(actions: torch.Tensor) -> torch.Tensor:
+    """MO-MPO's action-bound objective Q_penalty = -||a - clip(a, -1, 1)||_2 over D: [..., D] -> [...]."""
+    return -(actions - actions.clamp(-1.0, 1.0)).norm(dim=-1)
+
+
+# --- M-step ---------------------------------------------------------------------------------------------
+
+
+class CrossEntropyStats(NamedTuple):
+    loss_mean: torch.Tensor
+    loss_stddev: torch.Tensor
+
+
+def weighted_cross_entropy(
+    actions: torch.Tensor, weights: torch.Tensor, old: GaussianParams, new: GaussianParams
+) -> tuple[torch.Tensor, CrossEntropyStats]:
+    """Weighted maximum likelihood of the E-step samples, decoupled into mean and scale parts.
+
+    ``actions`` [N, B, D], ``weights`` [N, B] summing to 1 over N (summed across objectives). The mean is
+    fitted with the scale fixed to ``old`` and the scale with the mean fixed to ``old`` (MPO 2018a, Sec.
+    4.2.1), which keeps a fast-moving mean from collapsing the variance.
+    """
+    fixed_scale = GaussianParams(new.mean, old.scale)
+    fixed_mean = GaussianParams(old.mean, new.scale)
+    loss_mean = -(weights * log_prob(fixed_scale, actions)).sum(0).mean()
+    loss_stddev = -(weights * log_prob(fixed_mean, actions)).sum(0).mean()
+    stats = CrossEntropyStats(loss_mean.detach(), loss_stddev.detach())
+    return loss_mean + loss_stddev, stats
+
+
+class TrustRegionStats(NamedTuple):
+    alpha: torch.Tensor  # dual value(s) [D] or []
+    kl: torch.Tensor  # batch-mean KL, [D] or []
+    kl_relative: torch.Tensor  # batch-mean KL / epsilon (summed over D first when per-dim)
+
+
+def trust_region_loss(
+    kl: torch.Tensor, alpha_param: torch.Tensor, epsilon: float
+) -> tuple[torch.Tensor, torch.Tensor, TrustRegionStats]:
+    """Lagrangian of one M-step trust region KL <= epsilon, split into its policy and dual parts.
+
+    ``kl`` [B, D] (per-dimension; ``alpha_param`` [D], each dimension bounded by epsilon / D) or [B]
+    (``alpha_param`` []). Returns ``(policy_loss, dual_loss, stats)``: the policy loss is alpha * KL with
+    alpha detached; the dual loss alpha * (epsilon_i - KL) with KL detached, so gradient descent raises alpha
+    while the constraint is violated and lowers it otherwise.
+    """
+    alpha = dual_value(alpha_param)
+    mean_kl = kl.mean(0)
+    eps_each = epsilon / kl.shape[-1] if kl.dim() == 2 else epsilon
+    policy_loss = (alpha.detach() * mean_kl).sum()
+    dual_loss = (alpha * (eps_each - mean_kl.detach())).sum()
+    stats = TrustRegionStats(alpha.detach(), mean_kl.detach(), mean_kl.detach().sum() / epsilon)
+    return policy_loss, dual_loss, stats
+
+
+# --- Critic ---------------------------------------------------------------------------------------------
+
+
+def n_step_return(
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    terminated: torch.Tensor,
+    bootstrap_value: torch.Tensor,
+    discount: float,
+) -> torch.Tensor:
+    """n-step TD target for the first step of each sequence.
+
+    ``rewards``, ``mask``, ``terminated`` [B, L]: ``mask`` is 1 for steps in the same episode as step 0 (a
+    prefix), ``terminated`` marks a true terminal (the MDP ended: no bootstrap). A time-limit truncation is
+    not a terminal: the target bootstraps from the value of the last observation, because the state itself
+    had a future. ``bootstrap_value`` [B] is V(s') after the last valid step, ``m = sum(mask)``:
+    target = sum_{k<m} gamma^k r_k + gamma^m (1 - terminated_{m-1}) V(s').
+    """
+    length = rewards.shape[1]
+    powers = discount ** torch.arange(length, dtype=rewards.dtype, device=rewards.device)
+    ret = (rewards * mask * powers).sum(1)
+    steps = mask.sum(1)
+    last = (steps.long() - 1).clamp_min(0).unsqueeze(1)
+    ended = terminated.gather(1, last).squeeze(1) * mask[:, 0]
+    return ret + (discount**steps) * (1.0 - ended) * bootstrap_value
+
+
+def retrace_targets(
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    terminated: torch.Tensor,
+    q_taken: torch.Tensor,
+    next_values: torch.Tensor,
+    log_ratio: torch.Tensor,
+    discount: float,
+    lambda_: float,
+) -> torch.Tensor:
+    """Retrace(lambda) target for the first step of each sequence (Munos et al. 2016).
+
+    [B, L] inputs: ``q_taken`` Q_target(s_k, a_k); ``next_values`` V(s_{k+1}) = E_pi Q_target(s_{k+1}, .);
+    ``log_ratio`` log pi(a_k|s_k) - log mu(a_k|s_k) (0 where the behaviour density is unknown, giving
+    c = lambda). Backward recursion over the valid prefix:
+    G_k = r_k + gamma (1 - term_k) [V(s_{k+1}) + c_{k+1} (G_{k+1} - Q(s_{k+1}, a_{k+1}))], the bracketed
+    correction only where step k+1 is valid. Traces are truncated, c = lambda * min(1, ratio).
+    """
+    length = rewards.shape[1]
+    traces = lambda_ * log_ratio.clamp(max=0.0).exp()
+    g = torch.zeros_like(rewards[:, 0])
+    for k in range(length - 1, -1, -1):
+        if k + 1 < length:
+            valid_next = mask[:, k + 1]
+            correction = valid_next * traces[:, k + 1] * (g - q_taken[:, k + 1])
+        else:
+            correction = torch.zeros_like(g)
+        g_k = rewards[:, k] + discount * (1.0 - terminated[:, k]) * (next_values[:, k] + correction)
+        g = torch.where(mask[:, k] > 0, g_k, g)
+    return g
+
+
+class CriticStats(NamedTuple):
+    q_mean: torch.Tensor
+    q_min: torch.Tensor
+    q_max: torch.Tensor
+    target_mean: torch.Tensor
+
+
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, CriticStats]:
+    """Squared TD error ``0.5 * mean((Q - target)^2)``; the target enters detached. [B], [B] -> []."""
+    loss = 0.5 * (q - target.detach()).square().mean()
+    qd = q.detach()
+    return loss, CriticStats(qd.mean(), qd.min(), qd.max(), target.detach().mean())
