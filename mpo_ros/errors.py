@@ -8,6 +8,7 @@ __all__ = [
     "ConfigError",
     "ContractError",
     "DatasetError",
+    "ExportError",
     "MpoRosError",
     "PolicyFileError",
     "SpecError",
@@ -44,3 +45,7 @@ class BagError(MpoRosError):
 
 class DatasetError(MpoRosError):
     """A converted dataset on disk is missing, corrupt or of an unsupported version."""
+
+
+class ExportError(PolicyFileError):
+    """Exporting a policy to ONNX failed a check (parity, onnx.checker, custom ops); nothing was written."""
