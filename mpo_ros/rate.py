@@ -34,6 +34,7 @@ import numpy as np
 __all__ = [
     "WAIT_STRATEGIES",
     "FixedRateLoop",
+    "LatencyWindow",
     "LoopStats",
     "RateSummary",
     "percentile_summary",
@@ -160,6 +161,31 @@ class LoopStats:
             lateness_p99=float(np.percentile(lateness, 99)) / 1e9,
             overruns=self.overruns,
         )
+
+
+class LatencyWindow:
+    """The last `window` durations (s) of something timed in a loop; preallocated, thread-safe."""
+
+    def __init__(self, window: int = 4096) -> None:
+        self._values = np.zeros(window, dtype=np.float64)
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def record(self, seconds: float) -> None:
+        with self._lock:
+            self._values[self._count % self._values.size] = seconds
+            self._count += 1
+
+    def values(self) -> np.ndarray:
+        with self._lock:
+            return self._values[: min(self._count, self._values.size)].copy()
+
+    def summary(self) -> dict[str, float]:
+        return percentile_summary(self.values())
 
 
 class FixedRateLoop:

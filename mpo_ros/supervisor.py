@@ -117,7 +117,7 @@ class _Status:
     input_invalid: bool = False
     fault: str = ""
     stale: bool = False
-    events: list[str] = field(default_factory=list)
+    events: list[tuple[str, str]] = field(default_factory=list)
     reported: set[str] = field(default_factory=set)
 
 
@@ -189,9 +189,11 @@ class Supervisor:
             if self._s.input_invalid:
                 self._s.input_invalid = False
                 self._s.reported.discard("non_finite")
-                self._s.events.append("finite /joint_states again; policy may resume")
+                self._s.events.append(("info", "finite /joint_states again; policy may resume"))
             if self._s.fault:
-                self._s.events.append("/joint_states now carries every contract joint; fault cleared")
+                self._s.events.append(
+                    ("info", "/joint_states now carries every contract joint; fault cleared")
+                )
                 self._s.fault = ""
                 self._s.reported.discard("missing_joints")
             self._s.sample = _Sample(joint_positions, joint_velocities, received_ns)
@@ -263,8 +265,11 @@ class Supervisor:
                 s.stale = True
                 self.counters.stale_events += 1
                 s.events.append(
-                    f"watchdog: /joint_states is {age:.3f} s old (> state_timeout {self.state_timeout} s); "
-                    + ("holding the last command" if self.on_stale == "hold" else "stopped publishing")
+                    (
+                        "error",
+                        f"watchdog: /joint_states is {age:.3f} s old (> state_timeout {self.state_timeout} s); "
+                        + ("holding the last command" if self.on_stale == "hold" else "stopped publishing"),
+                    )
                 )
             reason = f"/joint_states {age:.3f} s old"
             if self.on_stale == "stop":
@@ -274,7 +279,9 @@ class Supervisor:
             )
         if s.stale:
             s.stale = False
-            s.events.append(f"watchdog: fresh /joint_states again ({age * 1e3:.1f} ms old); recovered")
+            s.events.append(
+                ("info", f"watchdog: fresh /joint_states again ({age * 1e3:.1f} ms old); recovered")
+            )
         if not s.enabled:
             return Decision(
                 Action.HOLD,
@@ -345,8 +352,11 @@ class Supervisor:
                 return float("nan")
             return (now_ns - self._s.sample.received_ns) / 1e9
 
-    def pop_events(self) -> list[str]:
-        """Transitions and first occurrences since the last call, for the node to log."""
+    def pop_events(self) -> list[tuple[str, str]]:
+        """(level, message) of transitions and first occurrences since the last call, for the node to log.
+
+        level is "error" (the node is not following the policy because of a problem) or "info".
+        """
         with self._lock:
             events, self._s.events = self._s.events, []
             return events
@@ -354,4 +364,4 @@ class Supervisor:
     def _event_once(self, key: str, message: str) -> None:
         if key not in self._s.reported:
             self._s.reported.add(key)
-            self._s.events.append(message)
+            self._s.events.append(("error", message))

@@ -1,0 +1,143 @@
+"""One config dataclass -> ROS parameters, CLI flags and ros__parameters YAML, one name each.
+
+The nodes declare one ROS parameter per dataclass field (with the field's help as its description),
+`mpo-ros serve` / `mpo-ros sim-robot` add one ``--flag`` per field (config.add_arguments), and the
+files in config/ hold the same keys under ``<node>: ros__parameters:``. Values are checked by the
+dataclass's ``validate()`` whether they come from a flag, a file, ``--ros-args -p`` or ``ros2 param set``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from mpo_ros.config import from_dict
+from mpo_ros.errors import ConfigError
+
+__all__ = [
+    "config_from_cli",
+    "declare_config",
+    "node_parameters_from_file",
+    "parameter_overrides",
+]
+
+T = TypeVar("T")
+
+_ROS_TYPES = {
+    bool: ParameterType.PARAMETER_BOOL,
+    int: ParameterType.PARAMETER_INTEGER,
+    float: ParameterType.PARAMETER_DOUBLE,
+    str: ParameterType.PARAMETER_STRING,
+}
+
+
+def node_parameters_from_file(path: str | Path, node_name: str) -> dict[str, Any]:
+    """The ``ros__parameters`` of `node_name` (or of ``/**``) in a ROS 2 params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} does not exist")
+    with path.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    values: dict[str, Any] = {}
+    for key in ("/**", node_name, f"/{node_name}"):
+        section = data.get(key)
+        if isinstance(section, dict):
+            params = section.get("ros__parameters")
+            if not isinstance(params, dict):
+                raise ConfigError(f"{path}: '{key}' must hold a 'ros__parameters' mapping")
+            values.update(params)
+    if not values and data:
+        raise ConfigError(f"{path} has no '{node_name}: ros__parameters:' section; it has {sorted(data)}")
+    return values
+
+
+def config_from_cli(cls: type[T], args: argparse.Namespace, node_name: str) -> T:
+    """Defaults < ``--params-file`` (ros__parameters format) < explicit flags; validated."""
+    values: dict[str, Any] = {}
+    params_file = getattr(args, "params_file", None)
+    if params_file:
+        values.update(node_parameters_from_file(params_file, node_name))
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        given = getattr(args, field.name, None)
+        if given is not None:
+            values[field.name] = given
+    config = from_dict(cls, values, source=str(params_file) if params_file else "command line")
+    config.validate()  # type: ignore[attr-defined]
+    return config
+
+
+def parameter_overrides(config: Any) -> list[Parameter]:
+    """The resolved config as ROS parameter overrides for ``Node(parameter_overrides=...)``."""
+    return [Parameter(f.name, value=getattr(config, f.name)) for f in dataclasses.fields(config)]
+
+
+def declare_config(node: Node, cls: type[T], mutable: tuple[str, ...] = ()) -> T:
+    """Declare one parameter per field of `cls` and return the validated config they hold.
+
+    Fields not in `mutable` are read-only (changing a topic or the policy file needs a restart).
+    A set of a mutable parameter is checked with ``cls.validate()`` before it is accepted; the node
+    reads the new value through the callback it registers itself.
+    """
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        tp = hints[field.name]
+        description = field.metadata.get("help", "")
+        if "choices" in field.metadata:
+            description += f" (one of {list(field.metadata['choices'])})"
+        descriptor = ParameterDescriptor(
+            name=field.name,
+            type=_ROS_TYPES[tp],
+            description=description,
+            read_only=field.name not in mutable,
+            # `-p rate_hz:=500` arrives as an integer; accept it for float fields and convert.
+            dynamic_typing=tp is float,
+        )
+        node.declare_parameter(field.name, getattr(defaults, field.name), descriptor)
+    config = _read(node, cls)
+    node.add_on_set_parameters_callback(lambda params: _check_set(node, cls, params))
+    return config
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    tp = typing.get_type_hints(cls)[name]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
+        raise ConfigError(f"parameter '{name}' must be a {tp.__name__}, got {value!r}")
+    return value
+
+
+def _read(node: Node, cls: type[T]) -> T:
+    values = {
+        f.name: _coerce(cls, f.name, node.get_parameter(f.name).value)
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+    }
+    config = cls(**values)
+    config.validate()  # type: ignore[attr-defined]
+    return config
+
+
+def _check_set(node: Node, cls: type, params: list[Parameter]) -> SetParametersResult:
+    values = {
+        f.name: node.get_parameter(f.name).value
+        for f in dataclasses.fields(cls)
+        if node.has_parameter(f.name)
+    }
+    try:
+        for param in params:
+            if param.name in values:
+                values[param.name] = _coerce(cls, param.name, param.value)
+        if len(values) == len(dataclasses.fields(cls)):
+            cls(**values).validate()
+    except (ConfigError, TypeError, ValueError) as exc:
+        return SetParametersResult(successful=False, reason=str(exc))
+    return SetParametersResult(successful=True)

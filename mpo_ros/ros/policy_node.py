@@ -1,0 +1,451 @@
+"""The policy node `mpo_policy`: /joint_states -> ONNX policy -> safety -> position commands.
+
+Run it as ``ros2 run mpo_ros policy_node --ros-args -p policy:=models/arm2_reach.onnx`` or
+``mpo-ros serve --policy models/arm2_reach.onnx``. Everything the node needs is in the ONNX file: the
+robot contract (joint names and order, limits, control rate, observation layout) rides in its
+metadata, and a file without one is refused.
+
+Why a dedicated thread and not an rclpy timer for the control loop (``loop: thread``, the default):
+an rclpy timer in a SingleThreadedExecutor fires only when the executor gets round to it, after any
+callbacks that are ready at the same time (a /joint_states message arrives every period), and its
+wake-up goes through the rcl wait set; measured on this machine at 500 Hz the timer's p99 period
+jitter is ~250 us against ~20-50 us for a thread that sleeps to absolute deadlines and spins the last
+``spin_margin`` (see mpo_ros/rate.py and benchmarks/ros_loop.py for the figures). The thread only
+reads the newest sample the callbacks stored and publishes; rclpy publishers are thread-safe. Choose
+``loop: timer`` with ``use_sim_time`` (timers follow /clock, the thread follows the wall clock).
+
+Safety (rules in mpo_ros/supervisor.py): the node starts disabled and holds the measured position;
+``/mpo_policy/enable`` (std_srvs/SetBool) enables it, ``false`` is the software e-stop; a watchdog
+holds or stops when /joint_states is older than ``state_timeout``; non-finite inputs or policy outputs
+are rejected and the last command held; every command, held ones included, passes the contract's
+per-step and joint limits (`observation.limit_command`). /diagnostics reports the loop at 1 Hz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mpo_ros.config import add_arguments as add_config_arguments
+from mpo_ros.config import option
+from mpo_ros.errors import ConfigError, PolicyFileError
+from mpo_ros.observation import limit_command
+from mpo_ros.rate import WAIT_STRATEGIES, FixedRateLoop, LatencyWindow, LoopStats
+from mpo_ros.spec import models_dir
+from mpo_ros.supervisor import ON_STALE_CHOICES, Action, SafetyState, Supervisor
+
+__all__ = [
+    "DIAGNOSTIC_KEYS",
+    "NODE_NAME",
+    "PolicyNodeConfig",
+    "add_arguments",
+    "main",
+    "run",
+]
+
+NODE_NAME = "mpo_policy"
+LOOP_CHOICES = ("thread", "timer")
+DEVICE_CHOICES = ("cpu", "cuda", "auto")
+COMMAND_TYPE_CHOICES = ("float64_multi_array", "joint_trajectory")
+
+# Keys of the KeyValue list in the node's /diagnostics status (tests and dashboards rely on them).
+DIAGNOSTIC_KEYS = (
+    "safety_state",
+    "reason",
+    "enabled",
+    "robot",
+    "loop",
+    "rate_target_hz",
+    "rate_achieved_hz",
+    "period_jitter_p50_us",
+    "period_jitter_p99_us",
+    "period_jitter_max_us",
+    "overruns",
+    "inference_latency_p50_us",
+    "inference_latency_p99_us",
+    "policy_step_p50_us",
+    "policy_step_p99_us",
+    "observation_age_ms",
+    "joint_states_received",
+    "rejected_inputs",
+    "rejected_missing_joints",
+    "rejected_non_finite",
+    "rejected_malformed",
+    "rejected_goals",
+    "rejected_policy_steps",
+    "stale_events",
+    "policy_commands",
+    "hold_commands",
+)
+
+
+@dataclass
+class PolicyNodeConfig:
+    """Parameters of the policy node: ROS parameters, `mpo-ros serve` flags and config/policy.yaml."""
+
+    policy: str = option("", "ONNX policy written by `mpo-ros export` (carries the robot contract)")
+    device: str = option("cpu", "onnxruntime device", choices=DEVICE_CHOICES)
+    rate_hz: float = option(0.0, "control rate (Hz); 0 uses the contract's control_rate_hz")
+    joint_states_topic: str = option("/joint_states", "sensor_msgs/JointState input (sensor-data QoS)")
+    command_topic: str = option("/forward_position_controller/commands", "position command output topic")
+    command_type: str = option("float64_multi_array", "command message type", choices=COMMAND_TYPE_CHOICES)
+    goal_topic: str = option("/goal", "geometry_msgs/PointStamped goal input (x, y for a 2-D goal)")
+    state_timeout: float = option(0.1, "watchdog: /joint_states older than this (s) is stale")
+    on_stale: str = option(
+        "hold", "on stale /joint_states: hold the last command or stop publishing", choices=ON_STALE_CHOICES
+    )
+    loop: str = option("thread", "control loop mechanism (see the module docstring)", choices=LOOP_CHOICES)
+    wait: str = option("sleep_spin", "thread loop: how to wait for a deadline", choices=WAIT_STRATEGIES)
+    spin_margin: float = option(1e-4, "thread loop, sleep_spin: busy-wait this long (s) before a deadline")
+    diagnostics_period: float = option(1.0, "seconds between /diagnostics messages")
+
+    def validate(self) -> None:
+        choices = {
+            "device": DEVICE_CHOICES,
+            "command_type": COMMAND_TYPE_CHOICES,
+            "on_stale": ON_STALE_CHOICES,
+            "loop": LOOP_CHOICES,
+            "wait": WAIT_STRATEGIES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.rate_hz) and 0 <= self.rate_hz <= 10000):
+            raise ConfigError(f"rate_hz must be in [0, 10000] (0 = contract rate), got {self.rate_hz}")
+        for name in ("state_timeout", "diagnostics_period"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ConfigError(f"{name} must be > 0 s, got {getattr(self, name)}")
+        if not (math.isfinite(self.spin_margin) and 0 <= self.spin_margin < 0.01):
+            raise ConfigError(f"spin_margin must be in [0, 0.01) s, got {self.spin_margin}")
+        for name in ("joint_states_topic", "command_topic", "goal_topic"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} must name a topic")
+
+
+# --- the ROS-free control step --------------------------------------------------------------------
+
+
+class PolicyController:
+    """One control tick: supervisor decision -> `runtime.policy_step` or a hold -> the command.
+
+    Kept apart from rclpy so the node stays a shell. The previous published command is the one
+    reference for the per-step limit: holds pass `observation.limit_command` from it, and entering
+    policy control resets the SafetyFilter to it (its "enable"), so the command never jumps when
+    control passes between the hold logic and the policy.
+    """
+
+    def __init__(self, policy: Any, supervisor: Supervisor) -> None:
+        from mpo_ros.runtime import SafetyFilter
+
+        self.policy = policy
+        self.spec = policy.spec
+        self.supervisor = supervisor
+        self.safety = SafetyFilter.for_policy(policy, on_fault="hold")
+        self.step_latency = LatencyWindow()
+        self._previous_command: np.ndarray | None = None
+        self._in_policy = False
+
+    @property
+    def rejected_policy_steps(self) -> int:
+        """Policy steps the SafetyFilter rejected (non-finite observation or action, bad sizes)."""
+        return sum(self.safety.fault_counts.values())
+
+    def tick(self, now_ns: int | None = None) -> tuple[np.ndarray | None, SafetyState]:
+        from mpo_ros.runtime import policy_step
+
+        decision = self.supervisor.decide(now_ns)
+        if decision.action is Action.NONE:
+            self._leave_policy()
+            return None, decision.state
+        if decision.action is Action.POLICY:
+            if not self._in_policy:
+                hold = decision.positions if self._previous_command is None else self._previous_command
+                self.safety.reset(hold)
+                self._in_policy = True
+            start = time.perf_counter_ns()
+            step = policy_step(
+                self.policy, self.safety, decision.positions, decision.velocities, decision.goal
+            )
+            self.step_latency.record((time.perf_counter_ns() - start) / 1e9)
+            if not step.publish:
+                return None, decision.state
+            command = step.command
+        else:
+            self._leave_policy()
+            assert decision.command is not None
+            previous = decision.command if self._previous_command is None else self._previous_command
+            command = limit_command(self.spec, previous, decision.command)
+        self._previous_command = command
+        self.supervisor.record_command(command)
+        return command, decision.state
+
+    def _leave_policy(self) -> None:
+        if self._in_policy:
+            self.safety.disable()
+            self._in_policy = False
+
+
+def resolve_policy_path(path: str) -> Path:
+    """A path as given, else a file shipped in models/ (so `policy:=arm2_reach.onnx` works installed)."""
+    given = Path(path).expanduser()
+    if given.is_file():
+        return given
+    for candidate in (models_dir() / path, models_dir() / f"{path}.onnx"):
+        if candidate.is_file():
+            return candidate
+    raise PolicyFileError(
+        f"policy file {path} not found (also looked in {models_dir()}); give the path of an ONNX file "
+        "written by `mpo-ros export`"
+    )
+
+
+def load_policy(path: str, device: str) -> Any:
+    """OnnxPolicy with a robot contract; a file without one cannot drive a robot."""
+    if not path:
+        raise ConfigError("no policy given: set the `policy` parameter (or --policy) to an ONNX file")
+    from mpo_ros.runtime import OnnxPolicy
+
+    path = str(resolve_policy_path(path))
+    # require_contract: a policy of a plain gymnasium env has no joint names and cannot drive a robot.
+    return OnnxPolicy(path, device=device, require_contract=True)
+
+
+# --- the node -------------------------------------------------------------------------------------
+
+
+def _make_node_class() -> type:
+    """Build the rclpy node class on first use, so importing this module does not import rclpy."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from geometry_msgs.msg import PointStamped
+    from rclpy.node import Node
+    from sensor_msgs.msg import JointState
+    from std_srvs.srv import SetBool
+
+    from mpo_ros.ros.messages import SENSOR_QOS, goal_from_point, make_command_publisher
+    from mpo_ros.ros.params import declare_config
+
+    levels = {
+        SafetyState.ENABLED: DiagnosticStatus.OK,
+        SafetyState.DISABLED: DiagnosticStatus.OK,
+        SafetyState.WAITING_FOR_STATE: DiagnosticStatus.WARN,
+        SafetyState.STALE: DiagnosticStatus.WARN,
+        SafetyState.FAULT: DiagnosticStatus.ERROR,
+    }
+
+    class PolicyNode(Node):
+        """Shell around PolicyController: subscriptions, the loop, the service, diagnostics."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(NODE_NAME, **kwargs)
+            self.config: PolicyNodeConfig = declare_config(
+                self, PolicyNodeConfig, mutable=("state_timeout", "on_stale", "diagnostics_period")
+            )
+            self.add_post_set_parameters_callback(self._on_parameters_set)
+            cfg = self.config
+            self.policy = load_policy(cfg.policy, cfg.device)
+            self.spec = self.policy.spec
+            self.rate_hz = cfg.rate_hz or self.spec.control_rate_hz
+            self.supervisor = Supervisor(self.spec, cfg.state_timeout, cfg.on_stale)
+            self.controller = PolicyController(self.policy, self.supervisor)
+            self._publish_command = make_command_publisher(
+                self, cfg.command_topic, cfg.command_type, self.spec.joint_names, 1.0 / self.rate_hz
+            )
+            self._goal_dim = self.spec.task.goal_dim
+            self.create_subscription(JointState, cfg.joint_states_topic, self._on_joint_state, SENSOR_QOS)
+            self.create_subscription(PointStamped, cfg.goal_topic, self._on_goal, 10)
+            self.create_service(SetBool, "~/enable", self._on_enable)
+            self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self._diagnostics_timer = self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
+            self.create_timer(0.05, self._log_events)
+            self.loop: FixedRateLoop | None = None
+            self.timer_stats: LoopStats | None = None
+            self.get_logger().info(
+                f"policy {cfg.policy} for robot '{self.spec.name}' joints {list(self.spec.joint_names)} "
+                f"at {self.rate_hz:g} Hz ({cfg.loop} loop); commands -> {cfg.command_topic} "
+                f"[{cfg.command_type}]; DISABLED until {self.get_fully_qualified_name()}/enable"
+            )
+
+        # --- control loop ------------------------------------------------------------------
+        def start(self) -> None:
+            if self.config.loop == "thread":
+                self.loop = FixedRateLoop(
+                    self.rate_hz,
+                    self._tick,
+                    wait=self.config.wait,
+                    spin_margin=self.config.spin_margin,
+                    name="mpo_policy_control",
+                )
+                self.loop.start()
+            else:
+                self.timer_stats = LoopStats(1.0 / self.rate_hz)
+                self.create_timer(1.0 / self.rate_hz, self._tick_from_timer)
+
+        def stop(self) -> None:
+            if self.loop is not None:
+                self.loop.stop()
+
+        def finish(self) -> None:
+            """Stop commanding. The controller keeps the last command (no zero command is sent)."""
+            self.stop()
+
+        @property
+        def loop_stats(self) -> LoopStats:
+            if self.loop is not None:
+                return self.loop.stats
+            assert self.timer_stats is not None
+            return self.timer_stats
+
+        def _tick_from_timer(self) -> None:
+            assert self.timer_stats is not None
+            self.timer_stats.record(time.monotonic_ns())
+            self._tick()
+
+        def _tick(self) -> None:
+            command, _ = self.controller.tick()
+            if command is not None:
+                self._publish_command(command, self.get_clock().now().nanoseconds)
+
+        # --- inputs ------------------------------------------------------------------------
+        def _on_joint_state(self, msg: JointState) -> None:
+            self.supervisor.accept_joint_state(msg.name, msg.position, msg.velocity)
+
+        def _on_goal(self, msg: PointStamped) -> None:
+            self.supervisor.accept_goal(goal_from_point(msg, self._goal_dim))
+
+        def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+            response.success, response.message = self.supervisor.enable(bool(request.data))
+            log = self.get_logger().info if response.success else self.get_logger().warning
+            log(f"enable({request.data}): {response.message}")
+            return response
+
+        def _on_parameters_set(self, params: list[Any]) -> None:
+            for param in params:
+                if param.name == "state_timeout":
+                    self.supervisor.state_timeout = float(param.value)
+                elif param.name == "on_stale":
+                    self.supervisor.on_stale = str(param.value)
+                elif param.name == "diagnostics_period":
+                    self._diagnostics_timer.timer_period_ns = round(float(param.value) * 1e9)
+                self.get_logger().info(f"parameter {param.name} set to {param.value!r}")
+
+        def _log_events(self) -> None:
+            for level, message in self.supervisor.pop_events():
+                (self.get_logger().error if level == "error" else self.get_logger().info)(message)
+            if self.loop is not None and self.loop.error is not None:
+                self.get_logger().fatal(f"control loop died: {self.loop.error!r}; commands stopped")
+                self.loop.error = None
+
+        # --- diagnostics -------------------------------------------------------------------
+        def diagnostic_values(self) -> dict[str, Any]:
+            loop = self.loop_stats.summary()
+            inference = self.policy.latency_stats()
+            step = self.controller.step_latency.summary()
+            counters = self.supervisor.counters
+            state = self.supervisor.state()
+            return {
+                "safety_state": state.value,
+                "reason": self.supervisor.fault or ("" if state is not SafetyState.STALE else "stale"),
+                "enabled": self.supervisor.enabled,
+                "robot": self.spec.name,
+                "loop": self.config.loop,
+                "rate_target_hz": self.rate_hz,
+                "rate_achieved_hz": loop.rate_hz,
+                "period_jitter_p50_us": loop.jitter_p50 * 1e6,
+                "period_jitter_p99_us": loop.jitter_p99 * 1e6,
+                "period_jitter_max_us": loop.jitter_max * 1e6,
+                "overruns": loop.overruns,
+                "inference_latency_p50_us": inference.p50 * 1e6 if inference.count else math.nan,
+                "inference_latency_p99_us": inference.p99 * 1e6 if inference.count else math.nan,
+                "policy_step_p50_us": step["p50"] * 1e6,
+                "policy_step_p99_us": step["p99"] * 1e6,
+                "observation_age_ms": self.supervisor.observation_age() * 1e3,
+                "joint_states_received": counters.joint_states,
+                "rejected_inputs": counters.rejected_inputs + self.controller.rejected_policy_steps,
+                "rejected_missing_joints": counters.rejected_missing_joints,
+                "rejected_non_finite": counters.rejected_non_finite,
+                "rejected_malformed": counters.rejected_malformed,
+                "rejected_goals": counters.rejected_goals,
+                "rejected_policy_steps": self.controller.rejected_policy_steps,
+                "stale_events": counters.stale_events,
+                "policy_commands": counters.policy_commands,
+                "hold_commands": counters.hold_commands,
+            }
+
+        def _publish_diagnostics(self) -> None:
+            values = self.diagnostic_values()
+            state = SafetyState(values["safety_state"])
+            status = DiagnosticStatus()
+            status.name = f"{NODE_NAME}: control loop"
+            status.hardware_id = self.spec.name
+            status.level = levels[state]
+            status.message = f"{state.value} at {values['rate_achieved_hz']:.1f} Hz"
+            status.values = [KeyValue(key=k, value=_text(values[k])) for k in DIAGNOSTIC_KEYS]
+            msg = DiagnosticArray()
+            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.status = [status]
+            self._diagnostics.publish(msg)
+
+    return PolicyNode
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "nan" if not math.isfinite(value) else f"{value:.6g}"
+    return str(value)
+
+
+_NODE_CLASS: type | None = None
+
+
+def policy_node_class() -> type:
+    global _NODE_CLASS
+    if _NODE_CLASS is None:
+        _NODE_CLASS = _make_node_class()
+    return _NODE_CLASS
+
+
+def spin_node(parameter_overrides: list[Any] | None = None, ros_args: list[str] | None = None) -> int:
+    from mpo_ros.ros.lifecycle import run_node
+
+    return run_node(policy_node_class(), NODE_NAME, parameter_overrides, ros_args)
+
+
+# --- entry points ---------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`mpo-ros serve` flags: one per parameter, plus a ROS params file."""
+    parser.add_argument(
+        "--params-file",
+        default=None,
+        help="ROS 2 params file (e.g. config/policy.yaml, the `mpo_policy: ros__parameters:` section); "
+        "flags override it",
+    )
+    add_config_arguments(parser, PolicyNodeConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mpo_ros.ros.params import config_from_cli, parameter_overrides
+
+    config = config_from_cli(PolicyNodeConfig, args, NODE_NAME)
+    return spin_node(parameter_overrides=parameter_overrides(config))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script `policy_node` (`ros2 run mpo_ros policy_node --ros-args -p policy:=...`)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return spin_node(ros_args=sys.argv if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
