@@ -228,7 +228,7 @@ def _save_checkpoint(
         "robot_spec_json": _robot_spec_json(env),
         "eval/return": loop.last_eval.get("eval/return"),
         "eval/success_rate": loop.last_eval.get("eval/success_rate"),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-loadable
         "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     state = {
