@@ -389,9 +389,10 @@ def export_checkpoint(
     )
     provenance = {
         "env_id": meta.get("env_id"),
-        "training_step": meta.get("step"),
-        "eval_return": meta.get("eval/return"),
-        "eval_success_rate": meta.get("eval/success_rate"),
+        # Same names as the checkpoint metadata: one name for one thing.
+        "step": meta.get("step"),
+        "eval/return": meta.get("eval/return"),
+        "eval/success_rate": meta.get("eval/success_rate"),
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
         "training_config": meta.get("config"),
@@ -422,15 +423,21 @@ def parity_observations_for(
     """Observations for the parity check and a sentence saying where they came from."""
     rng = np.random.default_rng(seed)
     wanted = count - count // 4
-    primary, where = _replay_observations(checkpoint, obs_dim, wanted, rng)
-    if primary is None and env_id:
-        primary, where = _rollout_observations(module, env_id, wanted, seed)
-    if primary is None:
-        primary, where = np.zeros((0, obs_dim), np.float32), ""
-    spread = sample_around_normalizer(module, obs_dim, count - len(primary), seed + 1)
-    parts = [where] if where else []
+    found, parts = [], []
+    replay, where = _replay_observations(checkpoint, obs_dim, wanted, rng)
+    if replay is not None:
+        found.append(replay)
+        parts.append(where)
+    missing = wanted - sum(len(f) for f in found)
+    if missing > 0 and env_id:
+        rollout, where = _rollout_observations(module, env_id, missing, seed)
+        if rollout is not None and rollout.shape[1:] == (obs_dim,):
+            found.append(rollout)
+            parts.append(where)
+    have = sum(len(f) for f in found)
+    spread = sample_around_normalizer(module, obs_dim, count - have, seed + 1)
     parts.append(f"{len(spread)} sampled around the normaliser statistics")
-    return np.concatenate([primary, spread]).astype(np.float32), "; ".join(parts)
+    return np.concatenate([*found, spread]).astype(np.float32), "; ".join(parts)
 
 
 def _replay_observations(
@@ -461,9 +468,9 @@ def _rollout_observations(
 ) -> tuple[np.ndarray | None, str]:
     """Observations visited by the policy (plus N(0, 0.3) exploration noise) in its environment."""
     try:
-        import gymnasium as gym
+        from mpo_ros.train import make_env  # the env exactly as training wrapped it (actions in [-1, 1])
 
-        env = gym.make(env_id)
+        env = make_env(env_id)
     except Exception as exc:  # unknown id, missing simulator: fall back to normaliser samples
         log.warning("cannot make %s for the parity check (%s); sampling observations instead", env_id, exc)
         return None, ""

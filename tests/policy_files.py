@@ -53,7 +53,7 @@ def export_tiny(
     act_dim = spec.action_dim if spec is not None else act_dim
     assert obs_dim is not None and act_dim is not None
     module = TinyPolicy(obs_dim, act_dim)
-    kwargs.setdefault("provenance", {"env_id": "test", "training_step": 123})
+    kwargs.setdefault("provenance", {"env_id": "test", "step": 123})
     return module, export_module(module, obs_dim, act_dim, path, robot_spec=spec, **kwargs)
 
 

@@ -60,7 +60,7 @@ def test_act_matches_torch_and_metadata_round_trips(arm2_file: tuple[Path, TinyP
     assert policy.obs_dim == observation_size(spec) and policy.act_dim == spec.action_dim
     assert policy.observation_names == tuple(observation_names(spec))
     assert policy.providers == ["CPUExecutionProvider"] and policy.device == "cpu"
-    assert policy.provenance["training_step"] == 123 and len(policy.provenance["git_commit"] or "x") > 0
+    assert policy.provenance["step"] == 123 and len(policy.provenance["git_commit"] or "x") > 0
 
     observations = np.random.default_rng(0).normal(0, 3, (300, policy.obs_dim)).astype(np.float32)
     expected = torch_actions(module, observations)
