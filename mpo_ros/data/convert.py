@@ -205,7 +205,10 @@ def build_transitions(
         if end - start < 2:
             continue
         actions = actions_all[start:end]
-        previous = np.concatenate([np.zeros((1, spec.action_dim)), actions[:-1]])  # sim reset: last_action 0
+        # At an episode start the servos hold the current pose: its action is the last action (as in
+        # the reach environment's reset).
+        held = np.clip(command_to_action(spec, steps.joint_positions[start]), -1.0, 1.0)
+        previous = np.concatenate([held[None], actions[:-1]])
         obs = build_observation(
             spec,
             steps.joint_positions[start:end],

@@ -16,10 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mpo_ros import tasks
 from mpo_ros.data import messages
 from mpo_ros.data.recorder import BagRecorder
-from mpo_ros.observation import action_to_command, command_to_action, default_command, limit_command
+from mpo_ros.observation import (
+    action_to_command,
+    command_to_action,
+    default_command,
+    limit_command,
+    observation_names,
+)
 from mpo_ros.spec import RobotSpec
 
 __all__ = ["ScriptedRollouts", "inverse_kinematics", "record_scripted_bag"]
@@ -29,16 +34,22 @@ EPOCH_NS = 1_700_000_000_000_000_000  # bag times start here (a plausible wall-c
 
 @dataclass
 class ScriptedRollouts:
-    """What the simulator computed while the bag was recorded (one row per control step)."""
+    """What the gym environment returned while the bag was recorded (one row per control step)."""
 
-    rewards: np.ndarray  # [E, T] tasks.reward with the true end-effector position after the step
-    success: np.ndarray  # [E, T]
+    rewards: np.ndarray  # [E, T] the environment's rewards
+    success: np.ndarray  # [E, T] info["is_success"] after each step
+    observations: np.ndarray  # [E, T, O] the observation each action was chosen from
+    actions: np.ndarray  # [E, T, D] the actions given to env.step
     goals: np.ndarray  # [E, goal_dim]
     command_times_ns: np.ndarray  # [E, T]
 
     @property
     def final_success_rate(self) -> float:
         return float(np.mean(self.success[:, -1]))
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean(self.rewards.sum(axis=1)))
 
 
 def inverse_kinematics(spec: RobotSpec, goal: np.ndarray, iterations: int = 200) -> np.ndarray:
@@ -62,77 +73,85 @@ def inverse_kinematics(spec: RobotSpec, goal: np.ndarray, iterations: int = 200)
 
 
 def record_scripted_bag(
-    spec: RobotSpec,
+    spec: RobotSpec | str,
     path: str | Path,
     storage: str = "mcap",
     episodes: int = 10,
     seed: int = 0,
-    noise: float = 0.3,
+    noise: float = 0.1,
     gain: float = 0.25,
     command_type: str = "float64_multi_array",
+    randomize: str = "none",
     command_topic: str = "/forward_position_controller/commands",
     goal_topic: str = "/goal",
     joint_states_topic: str = "/joint_states",
     gap_s: float = 0.5,
 ) -> ScriptedRollouts:
-    """Drive the sim for `episodes` episodes of the task's length and record the bag at `path`.
+    """Run `episodes` episodes of the robot's reach environment and record them at `path`.
 
     `noise` is the standard deviation of the controller's target noise in action units; `gain` the
-    fraction of the remaining joint error commanded per step.
+    fraction of the remaining joint error commanded per step. The controller applies the contract's
+    slew limit itself, so the action it gives the environment is exactly the one the logged command
+    maps back to: the converter's relabelled rewards must then equal the environment's.
     """
-    from mpo_ros_sim.robot_sim import RobotSim
+    from mpo_ros_sim.reach_env import RobotReachEnv
 
+    robot = spec if isinstance(spec, RobotSpec) else None
+    env = RobotReachEnv(robot if robot is not None else str(spec), randomize=randomize)
+    spec = env.robot_spec
     rng = np.random.default_rng(seed)
-    sim = RobotSim(spec, seed=seed)
     store = messages.typestore("kilted")
     period_ns = round(spec.control_period * 1e9)
-    steps = spec.episode_steps
-    rewards = np.zeros((episodes, steps))
-    success = np.zeros((episodes, steps), dtype=bool)
-    goals = np.zeros((episodes, spec.task.goal_dim))
-    times = np.zeros((episodes, steps), dtype=np.int64)
-    lower = np.array([j.lower for j in spec.joints])
-    upper = np.array([j.upper for j in spec.joints])
+    steps, obs_dim = spec.episode_steps, env.observation_space.shape[0]
+    names = observation_names(spec)
+    position_cols = [names.index(f"joint_positions/{j}") for j in spec.joint_names]
+    velocity_cols = [names.index(f"joint_velocities/{j}") for j in spec.joint_names]
+    default = default_command(spec)
+    rollouts = ScriptedRollouts(
+        rewards=np.zeros((episodes, steps)),
+        success=np.zeros((episodes, steps), dtype=bool),
+        observations=np.zeros((episodes, steps, obs_dim), dtype=np.float32),
+        actions=np.zeros((episodes, steps, spec.action_dim)),
+        goals=np.zeros((episodes, spec.task.goal_dim)),
+        command_times_ns=np.zeros((episodes, steps), dtype=np.int64),
+    )
     t_ns = EPOCH_NS
-    with BagRecorder(path, storage=storage) as bag:
-        for episode in range(episodes):
-            goal = tasks.sample_goal(spec, rng)
-            goals[episode] = goal
-            target = inverse_kinematics(spec, goal)
-            start = np.clip(default_command(spec) + rng.uniform(-0.3, 0.3, spec.num_joints), lower, upper)
-            sim.reset(start)
-            previous_command = start.copy()
-            previous_action = np.zeros(spec.action_dim)
-            for k in range(steps):
-                if k % 25 == 0:  # goal publishers often latch or repeat; the converter holds the last
-                    bag.write(goal_topic, messages.point_stamped(store, t_ns, goal), t_ns)
-                positions, velocities = sim.measure()
-                bag.write(
-                    joint_states_topic,
-                    messages.joint_state(store, t_ns, spec.joint_names, positions, velocities),
-                    t_ns + 200_000,
-                )
-                wanted = positions + gain * (target - positions)
-                action = np.clip(
-                    command_to_action(spec, wanted) + rng.normal(0.0, noise, spec.action_dim), -1, 1
-                )
-                command = limit_command(spec, previous_command, action_to_command(spec, action))
-                command_ns = t_ns + 1_000_000  # the controller answers 1 ms after the state arrived
-                if command_type == "joint_trajectory":
-                    message = messages.joint_trajectory(
-                        store, command_ns, spec.joint_names, command, spec.control_period
-                    )
-                else:
-                    message = messages.float64_multi_array(store, command)
-                bag.write(command_topic, message, command_ns)
-                sim.apply_command(command)
-                sim.step()
-                applied = command_to_action(spec, command)
-                rewards[episode, k] = tasks.reward(spec, sim.ee_position, goal, applied, previous_action)
-                success[episode, k] = bool(tasks.success(spec, sim.ee_position, goal))
-                times[episode, k] = command_ns
-                previous_command, previous_action = command, applied
-                t_ns += period_ns
-            t_ns += round(gap_s * 1e9)
-    sim.close()
-    return ScriptedRollouts(rewards, success, goals, times)
+    try:
+        with BagRecorder(path, storage=storage) as bag:
+            for episode in range(episodes):
+                obs, info = env.reset(seed=seed * 100_003 + episode)
+                goal = env.goal
+                rollouts.goals[episode] = goal
+                target = inverse_kinematics(spec, goal)
+                command = info["command"]
+                for k in range(steps):
+                    if k % 25 == 0:  # goal publishers latch or repeat; the converter holds the last one
+                        bag.write(goal_topic, messages.point_stamped(store, t_ns, goal), t_ns)
+                    positions = obs[position_cols].astype(np.float64) + default
+                    velocities = obs[velocity_cols].astype(np.float64)
+                    state = messages.joint_state(store, t_ns, spec.joint_names, positions, velocities)
+                    bag.write(joint_states_topic, state, t_ns + 200_000)
+                    wanted = positions + gain * (target - positions)
+                    noisy = command_to_action(spec, wanted) + rng.normal(0.0, noise, spec.action_dim)
+                    limited = limit_command(spec, command, action_to_command(spec, np.clip(noisy, -1, 1)))
+                    action = np.clip(command_to_action(spec, limited), -1.0, 1.0)
+                    command_ns = t_ns + 1_000_000  # the controller answers 1 ms after the state
+                    rollouts.observations[episode, k] = obs
+                    rollouts.actions[episode, k] = action
+                    obs, reward, _terminated, _truncated, info = env.step(action)
+                    command = info["command"]
+                    if command_type == "joint_trajectory":
+                        message = messages.joint_trajectory(
+                            store, command_ns, spec.joint_names, command, spec.control_period
+                        )
+                    else:
+                        message = messages.float64_multi_array(store, command)
+                    bag.write(command_topic, message, command_ns)
+                    rollouts.rewards[episode, k] = reward
+                    rollouts.success[episode, k] = info["is_success"]
+                    rollouts.command_times_ns[episode, k] = command_ns
+                    t_ns += period_ns
+                t_ns += round(gap_s * 1e9)
+    finally:
+        env.close()
+    return rollouts

@@ -45,17 +45,20 @@ def test_sim_recording_converts_to_the_transitions_the_sim_produced(tmp_path, ar
         np.asarray(data.timestamps).reshape(EPISODES, -1), rollouts.command_times_ns[:, :-1]
     )
 
-    # Observations follow the contract: goal block, last_action = the previous step's action (0 at start).
+    # Observations and actions are what the environment produced and was given (float32 rounding aside).
+    shape = (EPISODES, steps - 1)
+    assert np.allclose(
+        np.asarray(data.observations).reshape(*shape, -1), rollouts.observations[:, :-1], atol=1e-5
+    )
+    assert np.allclose(np.asarray(data.actions).reshape(*shape, -1), rollouts.actions[:, :-1], atol=1e-6)
     obs = np.asarray(data.observations)
     names = observation_names(arm2)
     goal_cols = [i for i, n in enumerate(names) if n.startswith("goal/")]
     last_cols = [i for i, n in enumerate(names) if n.startswith("last_action/")]
     for e, (start, end) in enumerate(data.episode_bounds()):
         assert np.allclose(obs[start:end, goal_cols], rollouts.goals[e], atol=1e-6)
-        assert np.allclose(obs[start, last_cols], 0.0)
         assert np.allclose(obs[start + 1 : end, last_cols], data.actions[start : end - 1], atol=1e-6)
-    within = np.ones(len(data), bool)
-    within[data.truncated] = False
+    within = ~np.asarray(data.truncated)
     assert np.allclose(data.next_observations[:-1][within[:-1]], obs[1:][within[:-1]])
 
     # Actions map back to the logged (limited) commands; the scripted controller stays in range.
