@@ -322,8 +322,10 @@ def _make_node_class() -> type:
 
         def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
             response.success, response.message = self.supervisor.enable(bool(request.data))
-            log = self.get_logger().info if response.success else self.get_logger().warning
-            log(f"enable({request.data}): {response.message}")
+            if response.success:
+                self.get_logger().info(f"enable({request.data}): {response.message}")
+            else:
+                self.get_logger().warning(f"enable({request.data}): {response.message}")
             return response
 
         def _on_parameters_set(self, params: list[Any]) -> None:
@@ -337,8 +339,12 @@ def _make_node_class() -> type:
                 self.get_logger().info(f"parameter {param.name} set to {param.value!r}")
 
         def _log_events(self) -> None:
+            # rclpy loggers fix the severity per call site, hence two call sites.
             for level, message in self.supervisor.pop_events():
-                (self.get_logger().error if level == "error" else self.get_logger().info)(message)
+                if level == "error":
+                    self.get_logger().error(message)
+                else:
+                    self.get_logger().info(message)
             if self.loop is not None and self.loop.error is not None:
                 self.get_logger().fatal(f"control loop died: {self.loop.error!r}; commands stopped")
                 self.loop.error = None

@@ -1,0 +1,216 @@
+"""Real ROS 2 processes for the tests, and a probe node that talks to them from the test process.
+
+Every node runs in its own process on a ROS domain of its own (ROS_DOMAIN_ID derived from the pytest
+pid, discovery on localhost only), is stopped with SIGINT and killed if it does not exit, and logs to
+a file the test can read.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ros_domain_id() -> int:
+    """1..101, from the pid: parallel test runs on one machine do not hear each other."""
+    return 1 + os.getpid() % 101
+
+
+def ros_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        ROS_DOMAIN_ID=str(ros_domain_id()),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+class NodeProcess:
+    """`mpo-ros <command> <args>` in a subprocess, logging to `log_path`."""
+
+    def __init__(self, command: str, args: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mpo_ros.cli", command, *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=ros_env(),
+            cwd=REPO,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            if self.proc.poll() is not None:
+                return text in self.log()
+            time.sleep(0.05)
+        return False
+
+    def kill(self) -> None:
+        """SIGKILL: a crashed node (no shutdown code runs)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._log.close()
+
+    def stop(self, timeout: float = 8.0) -> int:
+        """SIGINT and wait; SIGKILL if it does not exit in `timeout`."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+class Probe:
+    """An rclpy node in the test process: records what the nodes publish, publishes test inputs."""
+
+    def __init__(self, command_type: str = "float64_multi_array") -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PointStamped
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+        from std_srvs.srv import SetBool
+        from trajectory_msgs.msg import JointTrajectory
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=ros_domain_id())
+        self.node = rclpy.create_node("mpo_test_probe", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.commands: list[tuple[float, np.ndarray]] = []
+        self.trajectories: list[Any] = []
+        self.diagnostics: list[dict[str, str]] = []
+        self.joint_states: list[Any] = []
+        command_msg = Float64MultiArray if command_type == "float64_multi_array" else JointTrajectory
+        self.node.create_subscription(
+            command_msg, "/forward_position_controller/commands", self._on_command, 10
+        )
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.node.create_subscription(
+            JointState, "/joint_states", self._on_joint_state, qos_profile_sensor_data
+        )
+        self.joint_state_pub = self.node.create_publisher(
+            JointState, "/joint_states", qos_profile_sensor_data
+        )
+        self.goal_pub = self.node.create_publisher(PointStamped, "/goal", 10)
+        self.enable_client = self.node.create_client(SetBool, "/mpo_policy/enable")
+        self._SetBool = SetBool
+        self._JointState = JointState
+        self._PointStamped = PointStamped
+
+    def _on_command(self, msg: Any) -> None:
+        if hasattr(msg, "points"):
+            self.trajectories.append(msg)
+            values = np.array(msg.points[-1].positions)
+        else:
+            values = np.array(msg.data)
+        self.commands.append((time.monotonic(), values))
+
+    def _on_joint_state(self, msg: Any) -> None:
+        self.joint_states.append(msg)
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.name.startswith("mpo_policy"):
+                self.diagnostics.append({kv.key: kv.value for kv in status.values})
+
+    def spin_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=min(0.02, max(0.0, deadline - time.monotonic())))
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            self.executor.spin_once(timeout_sec=0.02)
+        return predicate()
+
+    def commands_since(self, t: float) -> list[np.ndarray]:
+        return [c for (s, c) in self.commands if s >= t]
+
+    def set_enabled(self, flag: bool, timeout: float = 10.0) -> tuple[bool, str]:
+        assert self.enable_client.wait_for_service(timeout_sec=timeout), "enable service not found"
+        future = self.enable_client.call_async(self._SetBool.Request(data=flag))
+        assert self.wait_until(future.done, timeout), "enable service did not answer"
+        result = future.result()
+        return result.success, result.message
+
+    def set_parameter(self, node: str, name: str, value: Any, timeout: float = 10.0) -> tuple[bool, str]:
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        client = self.node.create_client(SetParameters, f"/{node}/set_parameters")
+        try:
+            assert client.wait_for_service(timeout_sec=timeout)
+            request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+            future = client.call_async(request)
+            assert self.wait_until(future.done, timeout)
+            result = future.result().results[0]
+            return result.successful, result.reason
+        finally:
+            self.node.destroy_client(client)
+
+    def publish_joint_state(self, names: list[str], positions: list[float], velocities: list[float]) -> None:
+        msg = self._JointState()
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.name = names
+        msg.position = [float(v) for v in positions]
+        msg.velocity = [float(v) for v in velocities]
+        self.joint_state_pub.publish(msg)
+
+    def publish_goal(self, x: float, y: float) -> None:
+        msg = self._PointStamped()
+        msg.point.x, msg.point.y = float(x), float(y)
+        self.goal_pub.publish(msg)
+
+    def stream_joint_states(
+        self,
+        seconds: float,
+        names: list[str],
+        positions: list[float],
+        velocities: list[float],
+        rate_hz: float = 100.0,
+    ) -> None:
+        """Publish the same joint state at `rate_hz` for `seconds`, spinning in between."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.publish_joint_state(names, positions, velocities)
+            self.spin_for(1.0 / rate_hz)
+
+    def latest_diagnostics(self) -> dict[str, str]:
+        return self.diagnostics[-1] if self.diagnostics else {}
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
