@@ -70,6 +70,9 @@ class TrainConfig(MPOConfig):
         "steps between checkpoints (taken at the next episode boundary; one is always written at the end)",
     )
     log_every: int = option(1_000, "environment steps between metrics.csv / TensorBoard rows")
+    env_kwargs: str = option(
+        "", "keyword arguments for gym.make as a YAML/JSON mapping, e.g. '{randomize: train}'"
+    )
     max_episode_steps: int | None = option(None, "override the environment's time limit (None: keep it)")
     threads: int = option(0, "torch intra-op threads (0: leave torch's default)")
     progress: bool = option(True, "show a tqdm progress bar")
@@ -92,13 +95,17 @@ class TrainConfig(MPOConfig):
 # --- environments -------------------------------------------------------------------------------------
 
 
-def make_env(env_id: str, max_episode_steps: int | None = None) -> Any:
+def make_env(env_id: str, max_episode_steps: int | None = None, env_kwargs: str | dict | None = None) -> Any:
     """``gym.make`` + actions rescaled to [-1, 1] and clipped; checks the spaces are flat boxes."""
     import gymnasium as gym
+    import yaml
     from gymnasium.wrappers import ClipAction, RescaleAction
 
+    kwargs = yaml.safe_load(env_kwargs) if isinstance(env_kwargs, str) else env_kwargs
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ConfigError(f"env_kwargs must be a mapping like '{{randomize: train}}', got {env_kwargs!r}")
     try:
-        env = gym.make(env_id, max_episode_steps=max_episode_steps)
+        env = gym.make(env_id, max_episode_steps=max_episode_steps, **(kwargs or {}))
     except gym.error.Error as exc:
         raise ConfigError(
             f"cannot make environment {env_id!r}: {exc}. Registered ids include Hopper-v5, HalfCheetah-v5; "
@@ -116,7 +123,8 @@ def make_env(env_id: str, max_episode_steps: int | None = None) -> Any:
             f"{env_id}: needs a flat 1-D Box observation space, got {obs_space}; wrap the environment with "
             "gymnasium.wrappers.FlattenObservation when registering it"
         )
-    return ClipAction(RescaleAction(env, -1.0, 1.0))
+    bound = np.ones(act_space.shape, np.float32)
+    return ClipAction(RescaleAction(env, -bound, bound))
 
 
 def evaluate(learner: MPOLearner, env: Any, episodes: int, seed: int) -> dict[str, float]:
@@ -307,8 +315,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
 
-    env = make_env(config.env, config.max_episode_steps)
-    eval_env = make_env(config.env, config.max_episode_steps)
+    env = make_env(config.env, config.max_episode_steps, config.env_kwargs)
+    eval_env = make_env(config.env, config.max_episode_steps, config.env_kwargs)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     learner = MPOLearner(obs_dim, act_dim, MPOConfig.from_any(config))
     replay = ReplayBuffer(config.replay_capacity, obs_dim, act_dim, seed=config.seed)

@@ -456,7 +456,8 @@ class MPOLearner:
             for name in ("policy", "critic", "target_policy", "target_critic", "normalizer", "duals"):
                 getattr(self, name).load_state_dict(state[name])
             for name in ("actor_optimizer", "critic_optimizer", "dual_optimizer"):
-                getattr(self, name).load_state_dict(state[name])
+                # deepcopy: torch's optimiser load keeps the given tensors, which would alias the source's state
+                getattr(self, name).load_state_dict(copy.deepcopy(state[name]))
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(
                 f"checkpoint does not match this learner's networks ({exc}); were torso, hidden sizes, "
