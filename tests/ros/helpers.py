@@ -7,10 +7,6 @@ a file the test can read.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,70 +14,21 @@ from typing import Any
 
 import numpy as np
 
+from mpo_ros.ros import processes
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def ros_domain_id() -> int:
-    """1..101, from the pid: parallel test runs on one machine do not hear each other."""
-    return 1 + os.getpid() % 101
+    """1..101, from the pytest pid: parallel test runs on one machine do not hear each other."""
+    return processes.free_domain_id()
 
 
-def ros_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        ROS_DOMAIN_ID=str(ros_domain_id()),
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        PYTHONUNBUFFERED="1",
-        OMP_NUM_THREADS="1",
-    )
-    return env
-
-
-class NodeProcess:
-    """`mpo-ros <command> <args>` in a subprocess, logging to `log_path`."""
+class NodeProcess(processes.NodeProcess):
+    """A node of the test run: on the test's ROS domain, started from the repository root."""
 
     def __init__(self, command: str, args: list[str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mpo_ros.cli", command, *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=ros_env(),
-            cwd=REPO,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for_log(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log():
-                return True
-            if self.proc.poll() is not None:
-                return text in self.log()
-            time.sleep(0.05)
-        return False
-
-    def kill(self) -> None:
-        """SIGKILL: a crashed node (no shutdown code runs)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._log.close()
-
-    def stop(self, timeout: float = 8.0) -> int:
-        """SIGINT and wait; SIGKILL if it does not exit in `timeout`."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
+        super().__init__(command, args, log_path, ros_domain_id(), cwd=REPO)
 
 
 class Probe:
