@@ -164,14 +164,22 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def decode_metadata(props: Mapping[str, str], source: str = "policy file") -> PolicyMetadata:
-    """Parse and validate metadata_props; errors name the file and say how to fix it."""
+def decode_metadata(
+    props: Mapping[str, str], source: str = "policy file", file_bytes: bytes | None = None
+) -> PolicyMetadata:
+    """Parse and validate metadata_props; errors name the file and say how to fix it.
+
+    With ``file_bytes`` (the whole file) the checksum is verified right after the format version and
+    before any other value is parsed, so a damaged file is reported as damaged, not as bad JSON.
+    """
     if KEY_FORMAT_VERSION not in props:
         raise MissingContractError(
             f"{source} has no mpo_ros metadata (no '{KEY_FORMAT_VERSION}' key; keys present: "
-            f"{sorted(props)}): it was not written by `mpo-ros export`; {_REEXPORT}"
+            f"{sorted(props)}): it was not written by `mpo-ros export`, or it is truncated; {_REEXPORT}"
         )
     version = _format_version(props[KEY_FORMAT_VERSION], source)
+    if file_bytes is not None:
+        verify_seal(file_bytes, props.get(KEY_SHA256, ""), source)
     spec = _decode_spec(props.get(KEY_ROBOT_SPEC), source)
     names = _decode_json(props, KEY_OBSERVATION_NAMES, source)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:

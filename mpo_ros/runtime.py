@@ -41,12 +41,12 @@ import onnxruntime as ort
 from mpo_ros.contract_io import (
     INPUT_NAME,
     OUTPUT_NAME,
+    ContractMismatchError,
     MissingContractError,
     NotOnnxError,
     PolicyMetadata,
     check_io_shapes,
     decode_metadata,
-    verify_seal,
 )
 from mpo_ros.errors import ContractError, PolicyFileError
 from mpo_ros.observation import action_to_command, build_observation, command_to_action, limit_command
@@ -147,8 +147,7 @@ class OnnxPolicy:
         self.device = "cuda" if self.providers and self.providers[0] == _CUDA else "cpu"
 
         props = dict(self._session.get_modelmeta().custom_metadata_map)
-        self.metadata: PolicyMetadata = decode_metadata(props, source)
-        verify_seal(model_bytes, self.metadata.sha256, source)
+        self.metadata: PolicyMetadata = decode_metadata(props, source, file_bytes=model_bytes)
         if require_contract and self.metadata.robot_spec is None:
             raise MissingContractError(
                 f"{source} has no robot contract (it was exported from plain gymnasium env "
@@ -156,7 +155,7 @@ class OnnxPolicy:
             )
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise MissingContractError(
+            raise ContractMismatchError(
                 f"{source}: mpo_ros policies have one input and one output, this graph has "
                 f"{[i.name for i in inputs]} -> {[o.name for o in outputs]}; re-export it with `mpo-ros export`"
             )
@@ -273,27 +272,43 @@ def _open_session(
             f"device='cuda' needs onnxruntime's CUDAExecutionProvider but this onnxruntime offers {available}; "
             "install onnxruntime-gpu (matching your CUDA/cuDNN) instead of onnxruntime, or use device='cpu'"
         )
-    want_cuda = device == "cuda" or (device == "auto" and _CUDA in available)
-    providers = [_CUDA, _CPU] if want_cuda else [_CPU]
     options = _session_options(intra_op_threads)
+    if not (device == "cuda" or (device == "auto" and _CUDA in available)):
+        return _create_session(model_bytes, options, [_CPU], source)
     try:
-        session = ort.InferenceSession(model_bytes, options, providers=providers)
+        session = ort.InferenceSession(model_bytes, options, providers=[_CUDA, _CPU])
+        reason = "" if _CUDA in session.get_providers() else f"providers in use: {session.get_providers()}"
+    except Exception as exc:  # a CUDA start failure, or a bad file (told apart below)
+        session, reason = None, _first_line(exc)
+    if not reason:
+        return session
+    # onnxruntime may fall back to the CPU silently when the CUDA libraries fail to load; a file that
+    # does not load on the CPU either is a bad file, and says so.
+    cpu_session = _create_session(model_bytes, options, [_CPU], source)
+    if device == "cuda":
+        raise ProviderUnavailableError(
+            f"onnxruntime could not start a CUDA session for {source} ({reason}); check the CUDA/cuDNN "
+            "libraries onnxruntime-gpu needs (see onnxruntime's CUDA requirements) or use device='cpu'"
+        )
+    log.info("device='auto': CUDA unavailable (%s); %s runs on the CPU", reason, source)
+    return cpu_session
+
+
+def _create_session(
+    model_bytes: bytes, options: ort.SessionOptions, providers: list[str], source: str
+) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(model_bytes, options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail, ...)
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise NotOnnxError(
-            f"{source} is not a loadable ONNX model ({reason}); it may be truncated or not an ONNX file: "
-            "copy it again or re-export it with `mpo-ros export`"
+            f"{source} is not a loadable ONNX model ({_first_line(exc)}); it may be truncated or not an ONNX "
+            "file: copy it again or re-export it with `mpo-ros export`"
         ) from exc
-    if want_cuda and _CUDA not in session.get_providers():
-        # onnxruntime falls back to CPU silently when the CUDA libraries fail to load.
-        if device == "cuda":
-            raise ProviderUnavailableError(
-                f"onnxruntime could not start a CUDA session for {source} (providers in use: "
-                f"{session.get_providers()}); check the CUDA/cuDNN libraries onnxruntime-gpu needs "
-                "(see onnxruntime's CUDA requirements) or use device='cpu'"
-            )
-        log.info("device='auto': CUDA unavailable at run time, %s runs on the CPU", source)
-    return session
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _bind(session: ort.InferenceSession, inputs: np.ndarray, outputs: np.ndarray) -> Any:

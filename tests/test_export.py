@@ -195,3 +195,19 @@ def test_export_of_a_missing_run_fails_clearly(tmp_path: Path) -> None:
     assert cli.main(["export", "--run", str(tmp_path / "no-such-run")]) == 2
     assert cli.main(["export", "--checkpoint", str(tmp_path / "a.pt")]) == 2  # no --out for a bare checkpoint
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("opset", [16, 18])
+def test_other_opsets_export_with_parity(tmp_path: Path, opset: int) -> None:
+    _, report = export_tiny(tmp_path / "o.onnx", SPEC, opset=opset)
+    model = onnx.load(str(tmp_path / "o.onnx"))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [opset]
+    assert report.parity_max_abs_error < 1e-5 and OnnxPolicy(report.path).spec == SPEC
+
+
+def test_inspect_a_policy_without_contract(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    export_tiny(tmp_path / "hopper.onnx", None, obs_dim=11, act_dim=3, provenance={"env_id": "Hopper-v5"})
+    assert cli.main(["inspect", str(tmp_path / "hopper.onnx")]) == 0
+    text = capsys.readouterr().out
+    assert "no robot contract" in text and "Hopper-v5" in text and "observation/10" in text
+    assert cli.main(["inspect", str(tmp_path / "missing.onnx")]) == 2
