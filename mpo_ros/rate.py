@@ -204,6 +204,7 @@ class FixedRateLoop:
         name: str = "fixed_rate_loop",
         stats_window: int = 4096,
         clock_ns: Callable[[], int] = time.monotonic_ns,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         if not (math.isfinite(rate_hz) and rate_hz > 0):
             raise ValueError(f"rate_hz must be a positive number, got {rate_hz}")
@@ -220,6 +221,8 @@ class FixedRateLoop:
         self._step = step
         self._clock_ns = clock_ns
         self._stop = threading.Event()
+        # Event.wait doubles as an interruptible sleep: stop() wakes the loop at once.
+        self._sleep = self._stop.wait if sleep is None else sleep
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -245,8 +248,7 @@ class FixedRateLoop:
     def _wait_until(self, deadline_ns: int) -> None:
         remaining = deadline_ns - self.spin_margin_ns - self._clock_ns()
         if remaining > 0:
-            # Event.wait doubles as an interruptible sleep: stop() wakes the loop at once.
-            self._stop.wait(remaining / 1e9)
+            self._sleep(remaining / 1e9)
         if self.spin_margin_ns:
             while self._clock_ns() < deadline_ns and not self._stop.is_set():
                 pass

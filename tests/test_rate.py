@@ -31,37 +31,80 @@ def test_stats_ring_buffer_keeps_the_newest_window() -> None:
     np.testing.assert_allclose(stats.periods(), [0.002] * 3)
 
 
-def test_absolute_deadlines_do_not_drift_with_step_time() -> None:
-    """A step that takes 60 % of the period must not lengthen the period (sleep-after-work would)."""
+class FakeTime:
+    """A clock that moves only when the loop sleeps (plus a wake-up delay) or a step works."""
 
-    def busy() -> None:
-        end = time.monotonic() + 0.003
-        while time.monotonic() < end:
-            pass
+    def __init__(self, wake_delay_ns: int) -> None:
+        self.now = 1_000_000_000
+        self.wake_delay_ns = wake_delay_ns
 
-    loop = FixedRateLoop(200.0, busy, wait="sleep")
-    start = time.monotonic()
-    summary = loop.run_for(0.5)
-    elapsed = time.monotonic() - start
-    assert summary.samples == 99
-    # 100 ticks of 5 ms: sleep-after-work would take ~0.8 s.
-    assert elapsed == pytest.approx(0.5, abs=0.08)
-    assert summary.rate_hz == pytest.approx(200.0, rel=0.05)
+    def clock_ns(self) -> int:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += round(seconds * 1e9) + self.wake_delay_ns
+
+    def work(self, seconds: float) -> None:
+        self.now += round(seconds * 1e9)
+
+
+def test_absolute_deadlines_do_not_drift_with_step_or_wakeup_time() -> None:
+    """Steps taking 60 % of the period and 50 us late wake-ups must not lengthen the period."""
+    fake = FakeTime(wake_delay_ns=50_000)
+    ticks: list[int] = []
+
+    def step() -> None:
+        ticks.append(fake.now)
+        fake.work(0.003)
+
+    loop = FixedRateLoop(200.0, step, wait="sleep", clock_ns=fake.clock_ns, sleep=fake.sleep)
+    loop.run_for(1.0)
+    assert len(ticks) == 200
+    start = ticks[0] - 50_000 - 5_000_000  # first deadline is one period after the start
+    expected = start + 5_000_000 * np.arange(1, 201) + 50_000
+    np.testing.assert_array_equal(ticks, expected)
+    summary = loop.stats.summary()
+    assert summary.rate_hz == pytest.approx(200.0)
+    assert summary.lateness_p50 == pytest.approx(50e-6)
+    assert summary.overruns == 0
+
+
+def test_sleep_spin_starts_ticks_on_the_deadline() -> None:
+    fake = FakeTime(wake_delay_ns=30_000)
+    ticks: list[int] = []
+
+    def clock_ns() -> int:
+        fake.now += 1_000  # each clock read while spinning costs 1 us
+        return fake.now
+
+    loop = FixedRateLoop(
+        100.0,
+        lambda: ticks.append(fake.now),
+        wait="sleep_spin",
+        spin_margin=100e-6,
+        clock_ns=clock_ns,
+        sleep=fake.sleep,
+    )
+    loop.run_for(0.2)
+    lateness = np.array([loop.stats.summary().lateness_p50, loop.stats.summary().lateness_p99])
+    assert (lateness <= 2e-6).all(), "spinning out the last 100 us hides the 30 us wake-up delay"
 
 
 def test_overrun_skips_missed_deadlines_instead_of_bursting() -> None:
-    calls: list[int] = []
+    fake = FakeTime(wake_delay_ns=0)
+    ticks: list[int] = []
 
     def step() -> None:
-        calls.append(time.monotonic_ns())
-        if len(calls) == 3:
-            time.sleep(0.035)  # misses three 10 ms deadlines
+        ticks.append(fake.now)
+        if len(ticks) == 3:
+            fake.work(0.035)  # ends 5 ms after the third deadline after it
 
-    loop = FixedRateLoop(100.0, step, wait="sleep")
+    loop = FixedRateLoop(100.0, step, wait="sleep", clock_ns=fake.clock_ns, sleep=fake.sleep)
     loop.run_for(0.1)
-    assert loop.stats.overruns >= 2
-    gaps = np.diff(calls) / 1e6
-    assert gaps.min() > 1.0, "a missed deadline must not be followed by back-to-back steps"
+    gaps = np.diff(ticks) / 1e6
+    # Two deadlines are skipped, the third runs 5 ms late, then the grid resumes: no burst.
+    assert loop.stats.overruns == 2
+    np.testing.assert_allclose(gaps, [10.0, 10.0, 35.0, 5.0, 10.0, 10.0, 10.0, 10.0, 10.0])
 
 
 def test_thread_start_stop_and_error_is_kept() -> None:

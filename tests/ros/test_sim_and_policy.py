@@ -142,12 +142,16 @@ def test_watchdog_holds_when_the_robot_dies_and_recovers(nodes, probe_module: Pr
     assert probe.wait_until(lambda: probe.latest_diagnostics().get("safety_state") == "stale", 3)
     assert "watchdog" in nodes["policy"].log()
 
+    restarted = time.monotonic()
     nodes["sim"] = start_sim(nodes["tmp"], "second")
     assert probe.wait_until(lambda: probe.latest_diagnostics().get("safety_state") == "enabled", 30)
-    back = time.monotonic()
-    probe.spin_for(1.0)
-    moving = np.array(probe.commands_since(back))
-    assert len(moving) > 20 and np.ptp(moving, axis=0).max() > 1e-3, "policy must command again"
+    policy_commands = int(probe.latest_diagnostics()["policy_commands"])
+    assert probe.wait_until(
+        lambda: int(probe.latest_diagnostics()["policy_commands"]) > policy_commands + 20, 5
+    ), "policy control must resume"
+    # The restarted robot has a new goal: the command leaves the held position for it.
+    moving = np.array(probe.commands_since(restarted))
+    assert np.ptp(moving, axis=0).max() > 1e-3
     assert "recovered" in nodes["policy"].log()
 
 
