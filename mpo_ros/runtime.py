@@ -147,11 +147,14 @@ class OnnxPolicy:
         self.device = "cuda" if self.providers and self.providers[0] == _CUDA else "cpu"
 
         props = dict(self._session.get_modelmeta().custom_metadata_map)
-        self.metadata: PolicyMetadata = decode_metadata(props, source, file_bytes=model_bytes)
-        if require_contract and self.metadata.robot_spec is None:
+        self.policy_metadata: PolicyMetadata = decode_metadata(props, source, file_bytes=model_bytes)
+        # Plain JSON-ready view (what `mpo-ros inspect --json` shows): format_version, robot_spec,
+        # observation_names, provenance, sha256.
+        self.metadata: dict[str, Any] = self.policy_metadata.to_dict()
+        if require_contract and self.policy_metadata.robot_spec is None:
             raise MissingContractError(
                 f"{source} has no robot contract (it was exported from plain gymnasium env "
-                f"{self.metadata.provenance.get('env_id')!r}); a robot needs a policy trained on a robot spec"
+                f"{self.policy_metadata.provenance.get('env_id')!r}); a robot needs a policy trained on a robot spec"
             )
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -160,7 +163,7 @@ class OnnxPolicy:
                 f"{[i.name for i in inputs]} -> {[o.name for o in outputs]}; re-export it with `mpo-ros export`"
             )
         self.obs_dim, self.act_dim = check_io_shapes(
-            self.metadata, inputs[0].name, inputs[0].shape, outputs[0].name, outputs[0].shape, source
+            self.policy_metadata, inputs[0].name, inputs[0].shape, outputs[0].name, outputs[0].shape, source
         )
         self._obs_shape = (self.obs_dim,)
         self._input = np.zeros((1, self.obs_dim), dtype=np.float32)
@@ -178,15 +181,21 @@ class OnnxPolicy:
     @property
     def spec(self) -> RobotSpec | None:
         """The robot contract, or None for policies of plain gymnasium envs."""
-        return self.metadata.robot_spec
+        return self.policy_metadata.robot_spec
 
     @property
     def observation_names(self) -> tuple[str, ...]:
-        return self.metadata.observation_names
+        return self.policy_metadata.observation_names
 
     @property
     def provenance(self) -> Mapping[str, Any]:
-        return self.metadata.provenance
+        """Where the file came from: env_id, step, eval/return, git_commit, created_at, parity, ..."""
+        return self.policy_metadata.provenance
+
+    @property
+    def sha256(self) -> str:
+        """The file's checksum: a short, unambiguous id of the policy for logs and diagnostics."""
+        return self.policy_metadata.sha256
 
     # --- inference --------------------------------------------------------------------------------
     def act(self, observation: np.ndarray) -> np.ndarray:

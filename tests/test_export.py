@@ -211,3 +211,37 @@ def test_inspect_a_policy_without_contract(tmp_path: Path, capsys: pytest.Captur
     text = capsys.readouterr().out
     assert "no robot contract" in text and "Hopper-v5" in text and "observation/10" in text
     assert cli.main(["inspect", str(tmp_path / "missing.onnx")]) == 2
+
+
+@pytest.mark.slow
+def test_plain_gym_checkpoint_exports_without_contract(tmp_path: Path) -> None:
+    """Hopper: no robot contract; without a saved replay the parity data come from rolling the policy."""
+    from mpo_ros.export import export_checkpoint
+    from mpo_ros.train import TrainConfig, train
+
+    run = tmp_path / "hopper"
+    train(
+        TrainConfig(
+            env="Hopper-v5",
+            steps=150,
+            warmup_steps=100,
+            batch_size=16,
+            eval_every=0,
+            eval_episodes=1,
+            checkpoint_every=0,
+            log_every=100,
+            out=str(run),
+            threads=1,
+            progress=False,
+            policy_hidden=[16],
+            critic_hidden=[16],
+            num_samples=4,
+        )
+    )
+    for replay in (run / "checkpoints").glob("replay*.npz"):
+        replay.unlink()
+    report = export_checkpoint(run, tmp_path / "hopper.onnx", parity_count=1200)
+    assert "from rolling the policy in Hopper-v5" in report.parity_source
+    policy = OnnxPolicy(report.path)
+    assert policy.spec is None and (policy.obs_dim, policy.act_dim) == (11, 3)
+    assert policy.provenance["env_id"] == "Hopper-v5" and policy.provenance["step"] == 150

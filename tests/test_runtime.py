@@ -61,6 +61,9 @@ def test_act_matches_torch_and_metadata_round_trips(arm2_file: tuple[Path, TinyP
     assert policy.observation_names == tuple(observation_names(spec))
     assert policy.providers == ["CPUExecutionProvider"] and policy.device == "cpu"
     assert policy.provenance["step"] == 123 and len(policy.provenance["git_commit"] or "x") > 0
+    assert policy.metadata["robot_spec"] == json.loads(spec.to_json())
+    assert policy.metadata["observation_names"] == observation_names(spec)
+    assert policy.metadata["sha256"] == policy.sha256 and len(policy.sha256) == 64
 
     observations = np.random.default_rng(0).normal(0, 3, (300, policy.obs_dim)).astype(np.float32)
     expected = torch_actions(module, observations)
