@@ -366,18 +366,15 @@ class MPOLearner:
         if self.prior is None:
             both = self.target_policy(torch.cat([obs, boot_obs]))
             actions = _sample(both, cfg.num_samples)  # [N, 2B, D]
-            q_all = self.target_critic(
-                torch.cat([obs, boot_obs]).expand(cfg.num_samples, -1, -1), actions
-            )  # [N, 2B]
+            q_all = self.target_critic.sampled(torch.cat([obs, boot_obs]), actions)  # [N, 2B]
             prior = GaussianParams(both.mean[:batch_size], both.scale[:batch_size])
             sampled, q_sampled, q_boot = actions[:, :batch_size], q_all[:, :batch_size], q_all[:, batch_size:]
         else:
             prior = self._prior(obs)
             sampled = _sample(prior, cfg.num_samples)
             boot_actions = _sample(self.target_policy(boot_obs), cfg.num_samples)
-            q_all = self.target_critic(
-                torch.cat([obs, boot_obs]).expand(cfg.num_samples, -1, -1),
-                torch.cat([sampled, boot_actions], dim=1),
+            q_all = self.target_critic.sampled(
+                torch.cat([obs, boot_obs]), torch.cat([sampled, boot_actions], dim=1)
             )
             q_sampled, q_boot = q_all[:, :batch_size], q_all[:, batch_size:]
         target = losses.n_step_return(b.rewards, b.mask, b.terminated, q_boot.mean(0), cfg.discount)
@@ -390,12 +387,12 @@ class MPOLearner:
         batch_size, length = b.rewards.shape
         prior = self._prior(obs)
         sampled = _sample(prior, cfg.num_samples)
-        q_sampled = self.target_critic(obs.expand(cfg.num_samples, -1, -1), sampled)
+        q_sampled = self.target_critic.sampled(obs, sampled)
         seq_obs = self.normalize(b.observations.reshape(batch_size * length, -1))
         next_obs = self.normalize(b.next_observations.reshape(batch_size * length, -1))
         next_dist = self.target_policy(next_obs)
         next_actions = _sample(next_dist, cfg.num_samples)
-        next_values = self.target_critic(next_obs.expand(cfg.num_samples, -1, -1), next_actions).mean(0)
+        next_values = self.target_critic.sampled(next_obs, next_actions).mean(0)
         seq_actions = b.actions.reshape(batch_size * length, -1)
         q_taken = self.target_critic(seq_obs, seq_actions)
         log_pi = losses.log_prob(self.target_policy(seq_obs), seq_actions.unsqueeze(0))[0]

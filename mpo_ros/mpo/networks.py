@@ -60,8 +60,16 @@ class LayerNormTorso(nn.Module):
         self.rest = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes[1:]))
         self.out_dim = sizes[-1]
 
+    @property
+    def first_linear(self) -> nn.Linear:
+        return self.first
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.tanh(self.norm(self.first(x)))
+        return self.after_first(self.first(x))
+
+    def after_first(self, x: torch.Tensor) -> torch.Tensor:
+        """The torso from the first layer's pre-activation on."""
+        x = torch.tanh(self.norm(x))
         for layer in self.rest:
             x = torch.nn.functional.elu(layer(x))
         return x
@@ -76,8 +84,17 @@ class ReluTorso(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.out_dim = sizes[-1]
 
+    @property
+    def first_linear(self) -> nn.Linear:
+        return self.layers[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
+        return self.after_first(self.layers[0](x))
+
+    def after_first(self, x: torch.Tensor) -> torch.Tensor:
+        """The torso from the first layer's pre-activation on."""
+        x = torch.relu(x)
+        for layer in self.layers[1:]:
             x = torch.relu(layer(x))
         return x
 
@@ -168,6 +185,18 @@ class Critic(nn.Module):
         """``obs`` [..., O], ``action`` [..., D] -> Q [...]."""
         x = torch.cat([obs, action.clamp(-1.0, 1.0)], dim=-1)
         return self.head(self.torso(x)).squeeze(-1)
+
+    def sampled(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Q for N actions per state: ``obs`` [B, O], ``actions`` [N, B, D] -> [N, B].
+
+        Equal to ``forward(obs.expand(N, B, O), actions)``, but the observation's share of the first layer is
+        computed once per state instead of once per sample (the first layer is linear in the concatenation).
+        """
+        first = self.torso.first_linear
+        obs_dim = obs.shape[-1]
+        per_state = torch.nn.functional.linear(obs, first.weight[:, :obs_dim], first.bias)  # [B, H]
+        per_sample = actions.clamp(-1.0, 1.0) @ first.weight[:, obs_dim:].T  # [N, B, H]
+        return self.head(self.torso.after_first(per_sample + per_state)).squeeze(-1)
 
 
 class ObservationNormalizer(nn.Module):

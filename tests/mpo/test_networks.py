@@ -70,3 +70,10 @@ def test_normalizer_running_moments_match_numpy_and_live_in_state_dict() -> None
 def test_make_torso_rejects_unknown_kind() -> None:
     with pytest.raises(ValueError, match="unknown torso"):
         make_torso("tanh", 3, [8])
+
+
+@pytest.mark.parametrize("torso", ["layernorm", "relu"])
+def test_critic_sampled_matches_the_expanded_forward(torso: str) -> None:
+    critic = Critic(4, 3, hidden=[16, 16], torso=torso)
+    obs, actions = torch.randn(6, 4), torch.randn(5, 6, 3) * 1.5
+    torch.testing.assert_close(critic.sampled(obs, actions), critic(obs.expand(5, 6, 4), actions))
