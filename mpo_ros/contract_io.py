@@ -114,7 +114,8 @@ class PolicyMetadata:
         """Plain JSON-ready dict (what `mpo-ros inspect --json` prints)."""
         return {
             "format_version": self.format_version,
-            "robot_spec": None if self.robot_spec is None else self.robot_spec.to_dict(),
+            # Through JSON so that tuples become lists: the dict equals what the file holds.
+            "robot_spec": None if self.robot_spec is None else json.loads(self.robot_spec.to_json()),
             "observation_names": list(self.observation_names),
             "provenance": self.provenance,
             "sha256": self.sha256,
