@@ -5,7 +5,7 @@ normaliser inside the graph, and as metadata the robot contract, the observation
 and a checksum (see :mod:`mpo_ros.contract_io`). Nothing is written unless every check passes:
 
 - the graph uses standard ONNX operators only (no custom ops) at opset :data:`DEFAULT_OPSET`
-  (a fixed opset: onnxruntime >= 1.14 runs it, and the graph never depends on the exporter's default);
+  (fixed, so the graph never depends on the exporter's default; onnxruntime runs opset 17 since 1.12);
 - ``onnx.checker`` (full check, with shape inference) accepts it;
 - parity: onnxruntime reproduces torch on >= :data:`MIN_PARITY_OBSERVATIONS` observations
   (batched and one at a time) within :data:`PARITY_TOLERANCE` max abs error;
@@ -70,7 +70,7 @@ class ExportConfig:
 
     run: str = option("", "training run folder runs/<name> (uses checkpoints/latest.pt)")
     checkpoint: str = option("", "checkpoint file to export instead of the run's latest.pt")
-    out: str = option("", "ONNX file to write (default: <run>/policy.onnx)")
+    out: str = option("", "ONNX file to write; empty: <run>/policy.onnx")
     opset: int = option(DEFAULT_OPSET, "ONNX opset of the exported graph")
     parity_observations: int = option(
         2048, f"observations in the torch-vs-onnxruntime parity check (>= {MIN_PARITY_OBSERVATIONS})"
@@ -119,40 +119,22 @@ def export_module(
     """
     out_path = Path(out_path)
     module = module.eval().cpu()
-    if robot_spec is not None:
-        if robot_spec.action_dim != act_dim:
-            raise ExportError(
-                f"the policy outputs {act_dim} actions but robot '{robot_spec.name}' has "
-                f"{robot_spec.action_dim} joints; export the checkpoint trained on this robot"
-            )
-        names = contract_observation_names(robot_spec)
-        if observation_names is not None and list(observation_names) != names:
-            raise ExportError(
-                f"observation names {list(observation_names)} differ from the contract's {names}"
-            )
-    else:
-        names = list(observation_names) if observation_names is not None else _generic_names(obs_dim)
-    if len(names) != obs_dim:
-        raise ExportError(f"{len(names)} observation names for an observation of size {obs_dim}")
+    names = _observation_names(robot_spec, observation_names, obs_dim, act_dim)
     _check_module_shapes(module, obs_dim, act_dim)
-
     if parity_observations is None:
         parity_observations = sample_around_normalizer(module, obs_dim, 2048, seed)
         parity_source = parity_source or "sampled around the normaliser statistics"
-    observations = np.ascontiguousarray(parity_observations, dtype=np.float32)
-    if observations.ndim != 2 or observations.shape[1] != obs_dim:
-        raise ExportError(f"parity observations must have shape [N, {obs_dim}], got {observations.shape}")
-    if len(observations) < MIN_PARITY_OBSERVATIONS:
+    observations = _checked_observations(parity_observations, obs_dim)
+    expected = _torch_actions(module, observations)
+    if not np.all(np.abs(expected) <= 1.0):
         raise ExportError(
-            f"parity check needs >= {MIN_PARITY_OBSERVATIONS} observations, got {len(observations)}"
+            f"the module's actions reach {np.abs(expected).max():.3g}; a deployable policy ends with a clamp "
+            "to [-1, 1] (load it with mpo_ros.mpo.policy.load_policy)"
         )
-    if not np.isfinite(observations).all():
-        raise ExportError("parity observations contain NaN/inf; pass finite observations")
 
     graph_bytes = _torch_to_onnx(module, obs_dim, opset)
     model = onnx.load_from_string(graph_bytes)
     _check_operators(model, opset)
-    expected = _torch_actions(module, observations)
     max_error = _parity(graph_bytes, observations, expected, tolerance)
 
     full_provenance = {
@@ -189,8 +171,40 @@ def export_module(
     )
 
 
-def _generic_names(obs_dim: int) -> list[str]:
-    return [f"observation/{i}" for i in range(obs_dim)]
+def _observation_names(
+    robot_spec: RobotSpec | None, given: Sequence[str] | None, obs_dim: int, act_dim: int
+) -> list[str]:
+    """The contract's observation names (or ``observation/<i>`` without one), checked against the sizes."""
+    if robot_spec is not None:
+        if robot_spec.action_dim != act_dim:
+            raise ExportError(
+                f"the policy outputs {act_dim} actions but robot '{robot_spec.name}' has "
+                f"{robot_spec.action_dim} joints; export the checkpoint trained on this robot"
+            )
+        names = contract_observation_names(robot_spec)
+        if given is not None and list(given) != names:
+            raise ExportError(f"observation names {list(given)} differ from the contract's {names}")
+    else:
+        names = list(given) if given is not None else [f"observation/{i}" for i in range(obs_dim)]
+    if len(names) != obs_dim:
+        raise ExportError(
+            f"{len(names)} observation names for an observation of size {obs_dim}; the checkpoint and "
+            "the robot spec disagree on the observation layout"
+        )
+    return names
+
+
+def _checked_observations(observations: np.ndarray, obs_dim: int) -> np.ndarray:
+    observations = np.ascontiguousarray(observations, dtype=np.float32)
+    if observations.ndim != 2 or observations.shape[1] != obs_dim:
+        raise ExportError(f"parity observations must have shape [N, {obs_dim}], got {observations.shape}")
+    if len(observations) < MIN_PARITY_OBSERVATIONS:
+        raise ExportError(
+            f"parity check needs >= {MIN_PARITY_OBSERVATIONS} observations, got {len(observations)}"
+        )
+    if not np.isfinite(observations).all():
+        raise ExportError("parity observations contain NaN/inf; pass finite observations")
+    return observations
 
 
 def _check_module_shapes(module: torch.nn.Module, obs_dim: int, act_dim: int) -> None:

@@ -245,3 +245,11 @@ def test_plain_gym_checkpoint_exports_without_contract(tmp_path: Path) -> None:
     policy = OnnxPolicy(report.path)
     assert policy.spec is None and (policy.obs_dim, policy.act_dim) == (11, 3)
     assert policy.provenance["env_id"] == "Hopper-v5" and policy.provenance["step"] == 150
+
+
+def test_unclamped_module_is_refused(tmp_path: Path) -> None:
+    """Actions outside [-1, 1] mean the module is not the deployable policy (e.g. raw mean head)."""
+    torch.manual_seed(0)
+    with pytest.raises(ExportError, match="clamp"):
+        export_module(torch.nn.Linear(OBS_DIM, 2), OBS_DIM, 2, tmp_path / "u.onnx")
+    assert not (tmp_path / "u.onnx").exists()
