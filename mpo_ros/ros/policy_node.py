@@ -13,6 +13,10 @@ jitter is ~250 us against ~20-50 us for a thread that sleeps to absolute deadlin
 ``spin_margin`` (see mpo_ros/rate.py and benchmarks/ros_loop.py for the figures). The thread only
 reads the newest sample the callbacks stored and publishes; rclpy publishers are thread-safe. Choose
 ``loop: timer`` with ``use_sim_time`` (timers follow /clock, the thread follows the wall clock).
+``loop: joint_state`` runs the step inside the /joint_states callback instead (the rate is then the
+robot's publishing rate, like a ros2_control controller updated after each read): the lowest
+/joint_states -> command latency, no fixed period of its own; a timer keeps holds going if the
+messages stop.
 
 Safety (rules in mpo_ros/supervisor.py): the node starts disabled and holds the measured position;
 ``/mpo_policy/enable`` (std_srvs/SetBool) enables it, ``false`` is the software e-stop; a watchdog
@@ -52,7 +56,7 @@ __all__ = [
 ]
 
 NODE_NAME = "mpo_policy"
-LOOP_CHOICES = ("thread", "timer")
+LOOP_CHOICES = ("thread", "timer", "joint_state")
 DEVICE_CHOICES = ("cpu", "cuda", "auto")
 COMMAND_TYPE_CHOICES = ("float64_multi_array", "joint_trajectory")
 
@@ -284,9 +288,15 @@ def _make_node_class() -> type:
                     name="mpo_policy_control",
                 )
                 self.loop.start()
-            else:
+            elif self.config.loop == "timer":
                 self.timer_stats = LoopStats(1.0 / self.rate_hz)
                 self.create_timer(1.0 / self.rate_hz, self._tick_from_timer)
+            else:
+                # Ticks follow /joint_states; this timer keeps holds (disabled, stale) going when
+                # they stop, and never runs while messages arrive in time.
+                self.timer_stats = LoopStats(1.0 / self.rate_hz)
+                self._last_tick_ns = 0
+                self.create_timer(1.0 / self.rate_hz, self._tick_if_idle)
 
         def stop(self) -> None:
             if self.loop is not None:
@@ -303,6 +313,11 @@ def _make_node_class() -> type:
             assert self.timer_stats is not None
             return self.timer_stats
 
+        def _tick_if_idle(self) -> None:
+            if time.monotonic_ns() - self._last_tick_ns > 1.5e9 / self.rate_hz:
+                self._tick()
+                self._last_tick_ns = time.monotonic_ns()
+
         def _tick_from_timer(self) -> None:
             assert self.timer_stats is not None
             self.timer_stats.record(time.monotonic_ns())
@@ -316,6 +331,11 @@ def _make_node_class() -> type:
         # --- inputs ------------------------------------------------------------------------
         def _on_joint_state(self, msg: JointState) -> None:
             self.supervisor.accept_joint_state(msg.name, msg.position, msg.velocity)
+            if self.config.loop == "joint_state" and self.timer_stats is not None:
+                now = time.monotonic_ns()
+                self.timer_stats.record(now)
+                self._last_tick_ns = now
+                self._tick()
 
         def _on_goal(self, msg: PointStamped) -> None:
             self.supervisor.accept_goal(goal_from_point(msg, self._goal_dim))
