@@ -129,6 +129,7 @@ def contenders(
 def measure(calls: dict[str, Callable[[int], object]], total: int, rounds: int, warmup: int) -> dict:
     names = [n for n in calls if not n.startswith("_")]
     samples: dict[str, list[int]] = {n: [] for n in names}
+    round_p50: dict[str, list[float]] = {n: [] for n in names}
     for name in names:
         for i in range(warmup):
             calls[name](i)
@@ -142,7 +143,16 @@ def measure(calls: dict[str, Callable[[int], object]], total: int, rounds: int, 
                 start = clock()
                 call(i)
                 bucket.append(clock() - start)
-    return {name: summarize(np.asarray(values, dtype=np.float64) / 1e3) for name, values in samples.items()}
+            round_p50[name].append(float(np.median(bucket[-per_round:])) / 1e3)
+    figures = {
+        name: summarize(np.asarray(values, dtype=np.float64) / 1e3) for name, values in samples.items()
+    }
+    for name in names:  # repeatability: the spread of the per-round medians
+        figures[name]["round_p50_us_min_max"] = [
+            round(min(round_p50[name]), 3),
+            round(max(round_p50[name]), 3),
+        ]
+    return figures
 
 
 def summarize(us: np.ndarray) -> dict[str, float]:
