@@ -5,7 +5,9 @@ SingleThreadedExecutor in the main thread), at 100, 500 and 1000 Hz, each for ``
 
 - ``timer``            an rclpy timer on that executor (the textbook way);
 - ``thread_sleep``     mpo_ros.rate.FixedRateLoop on its own thread, absolute deadlines, one sleep each;
-- ``thread_sleep_spin`` the same, sleeping to 100 us before each deadline and polling the clock after.
+- ``thread_sleep_spin`` the same, sleeping to 100 us before each deadline and polling the clock after;
+- ``single_thread``    FixedRateLoop on the main thread with ``idle=executor.spin_once``: callbacks run
+  in the waiting time (none starts within 300 us of a deadline), then sleep + spin as above.
 
 Each runs in two conditions: ``idle`` (nothing else arrives) and ``traffic`` (a second process
 publishes /joint_states at the loop rate, received by a callback on the executor, as on a robot).
@@ -15,7 +17,7 @@ machine's noise hits all of them alike. Period jitter = |t_k - t_{k-1} - period|
 Part 2, the real policy node (`mpo-ros serve`, a policy with the arm2 contract), driven by
 /joint_states at the loop rate from this process, enabled with a goal; its own /diagnostics give
 achieved rate, jitter and the policy-step latency (observation + ONNX + safety filter) over its
-last 4096 ticks, for ``loop: thread`` and ``loop: timer`` at 500 and 1000 Hz.
+last 4096 ticks, for ``loop: thread``, ``single_thread`` and ``timer`` at 500 and 1000 Hz.
 
 Run:  python benchmarks/ros_loop.py [--seconds 10] [--rates 100 500 1000]
 Writes benchmarks/results/ros_loop.json.
@@ -45,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from mpo_ros.rate import FixedRateLoop, LoopStats  # noqa: E402
 from mpo_ros.ros.processes import NodeProcess, free_domain_id, ros_env  # noqa: E402
 
-MECHANISMS = ("timer", "thread_sleep", "thread_sleep_spin")
+MECHANISMS = ("timer", "thread_sleep", "thread_sleep_spin", "single_thread")
 
 
 # --- machine description (also used by ros_roundtrip.py) ------------------------------------------
@@ -205,6 +207,15 @@ def measure_mechanism(mechanism: str, rate_hz: float, seconds: float, traffic: b
         while not done.is_set():
             executor.spin_once(timeout_sec=0.1)
         summary = stats.summary()
+    elif mechanism == "single_thread":
+        loop = FixedRateLoop(
+            rate_hz,
+            lambda: None,
+            wait="sleep_spin",
+            stats_window=ticks + 10,
+            idle=lambda budget: executor.spin_once(timeout_sec=budget),
+        )
+        summary = loop.run_for(seconds)
     else:
         wait = "sleep" if mechanism == "thread_sleep" else "sleep_spin"
         loop = FixedRateLoop(rate_hz, lambda: None, wait=wait, stats_window=ticks + 10)
@@ -233,7 +244,8 @@ def part1(args: argparse.Namespace, domain_id: int) -> dict[str, Any]:
                     Publisher(rate, args.seconds * 3 + 10, domain_id) if condition == "traffic" else None
                 )
                 try:
-                    order = MECHANISMS[ci % 3 :] + MECHANISMS[: ci % 3]
+                    shift = ci % len(MECHANISMS)
+                    order = MECHANISMS[shift:] + MECHANISMS[:shift]
                     for mechanism in order:
                         figures = measure_mechanism(mechanism, rate, args.seconds, condition == "traffic")
                         results.setdefault(f"{rate:g}Hz", {}).setdefault(condition, {})[mechanism] = figures
@@ -390,7 +402,7 @@ def main() -> int:
     parser.add_argument("--rates", type=float, nargs="*", default=[100.0, 500.0, 1000.0])
     parser.add_argument("--conditions", nargs="*", default=["idle", "traffic"], choices=["idle", "traffic"])
     parser.add_argument("--node-rates", type=float, nargs="*", default=[500.0, 1000.0])
-    parser.add_argument("--node-loops", nargs="*", default=["thread", "timer"])
+    parser.add_argument("--node-loops", nargs="*", default=["thread", "single_thread", "timer"])
     parser.add_argument("--skip-node", action="store_true", help="only part 1")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--publish", type=float, default=None, help=argparse.SUPPRESS)

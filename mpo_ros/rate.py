@@ -189,10 +189,14 @@ class LatencyWindow:
 
 
 class FixedRateLoop:
-    """Calls ``step()`` at ``rate_hz`` on a dedicated thread with absolute deadlines.
+    """Calls ``step()`` at ``rate_hz`` with absolute deadlines, on its own thread or the caller's.
 
-    ``step`` runs on the loop thread; an exception in it stops the loop and is kept in ``error``
-    (the owner decides what a failed control step means; the loop never retries blindly).
+    ``start()`` runs the loop on a dedicated thread; ``run()`` runs it on the calling thread until
+    ``stop()``. With ``idle`` (e.g. ``lambda t: executor.spin_once(timeout_sec=t)``) the waiting time
+    is handed to other work, which gets no new slice within ``idle_margin`` of a deadline: one thread
+    then serves the ROS callbacks and the control step with no GIL hand-over between threads.
+    ``step`` runs on the loop thread; an exception in it (or in ``idle``) stops the loop and is kept
+    in ``error`` (the owner decides what a failed control step means; the loop never retries blindly).
     """
 
     def __init__(
@@ -205,6 +209,8 @@ class FixedRateLoop:
         stats_window: int = 4096,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         sleep: Callable[[float], object] | None = None,
+        idle: Callable[[float], object] | None = None,
+        idle_margin: float = 300e-6,
     ) -> None:
         if not (math.isfinite(rate_hz) and rate_hz > 0):
             raise ValueError(f"rate_hz must be a positive number, got {rate_hz}")
@@ -216,6 +222,10 @@ class FixedRateLoop:
         self.period_ns = round(1e9 / rate_hz)
         self.wait = wait
         self.spin_margin_ns = round(spin_margin * 1e9) if wait == "sleep_spin" else 0
+        if not (0 <= idle_margin < 1.0 / rate_hz):
+            raise ValueError(f"idle_margin must be in [0, period), got {idle_margin} s at {rate_hz} Hz")
+        self._idle = idle
+        self.idle_margin_ns = max(round(idle_margin * 1e9), self.spin_margin_ns)
         self.stats = LoopStats(1.0 / rate_hz, window=stats_window)
         self.error: BaseException | None = None
         self._step = step
@@ -238,6 +248,14 @@ class FixedRateLoop:
     def running(self) -> bool:
         return self._thread.is_alive()
 
+    def set_idle(self, idle: Callable[[float], object] | None) -> None:
+        """Hand the waiting time to `idle` (see the class docstring); call before `run()`."""
+        self._idle = idle
+
+    def run(self) -> None:
+        """Run on the calling thread until `stop()` (or an error, kept in `error`)."""
+        self._run()
+
     def run_for(self, seconds: float) -> RateSummary:
         """Run in the calling thread for `seconds` (benchmarks, tests); returns the summary."""
         ticks = max(1, round(seconds * self.rate_hz))
@@ -246,6 +264,12 @@ class FixedRateLoop:
 
     # --- the loop ------------------------------------------------------------------------------
     def _wait_until(self, deadline_ns: int) -> None:
+        if self._idle is not None:
+            while not self._stop.is_set():
+                budget = deadline_ns - self.idle_margin_ns - self._clock_ns()
+                if budget <= 0:
+                    break
+                self._idle(budget / 1e9)
         remaining = deadline_ns - self.spin_margin_ns - self._clock_ns()
         if remaining > 0:
             self._sleep(remaining / 1e9)

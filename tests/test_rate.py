@@ -142,3 +142,31 @@ def test_stop_interrupts_a_slow_loop_at_once() -> None:
 def test_rejects_bad_arguments(kwargs) -> None:
     with pytest.raises(ValueError):
         FixedRateLoop(step=lambda: None, **kwargs)
+
+
+def test_idle_work_fills_the_wait_but_stops_before_the_deadline() -> None:
+    """`idle` gets the time up to idle_margin before each deadline, never past it."""
+    fake = FakeTime(wake_delay_ns=0)
+    slices: list[tuple[int, float]] = []
+    ticks: list[int] = []
+
+    def idle(budget: float) -> None:
+        slices.append((fake.now, budget))
+        fake.work(min(budget, 0.004))  # e.g. spin_once handling callbacks for up to 4 ms
+
+    loop = FixedRateLoop(
+        100.0,
+        lambda: ticks.append(fake.now),
+        wait="sleep",
+        idle=idle,
+        idle_margin=0.0003,
+        clock_ns=fake.clock_ns,
+        sleep=fake.sleep,
+    )
+    loop.run_for(0.05)
+    assert len(ticks) == 5 and slices
+    deadlines = np.array(ticks)
+    np.testing.assert_array_equal(np.diff(deadlines), 10_000_000)
+    for start, budget in slices:
+        next_deadline = deadlines[deadlines > start].min()
+        assert start + budget * 1e9 <= next_deadline - 300_000 + 1

@@ -23,7 +23,9 @@ def run_node(
     parameter_overrides: list[Any] | None = None,
     ros_args: list[str] | None = None,
 ) -> int:
-    """Build the node with `make_node(parameter_overrides=...)`, call `start()`, spin, `finish()`.
+    """Build the node with `make_node(parameter_overrides=...)`, `start()`, spin, `finish()`.
+
+    The node's `spin(executor)` is used when it has one, else `executor.spin()`.
 
     Returns 0 after a normal shutdown and 2 when the node refused its configuration (the error is
     logged with its fix; nothing was published).
@@ -43,7 +45,9 @@ def run_node(
         executor.add_node(node)
         node.start()
         with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
-            executor.spin()
+            # A node may drive the executor itself (the policy node's single-thread loop).
+            spin = getattr(node, "spin", None)
+            spin(executor) if spin is not None else executor.spin()
         return 0
     finally:
         if node is not None:

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 NODE_NAME = "mpo_policy"
-LOOP_CHOICES = ("thread", "timer", "joint_state")
+LOOP_CHOICES = ("thread", "single_thread", "timer", "joint_state")
 DEVICE_CHOICES = ("cpu", "cuda", "auto")
 COMMAND_TYPE_CHOICES = ("float64_multi_array", "joint_trajectory")
 
@@ -279,7 +279,7 @@ def _make_node_class() -> type:
 
         # --- control loop ------------------------------------------------------------------
         def start(self) -> None:
-            if self.config.loop == "thread":
+            if self.config.loop in ("thread", "single_thread"):
                 self.loop = FixedRateLoop(
                     self.rate_hz,
                     self._tick,
@@ -287,7 +287,8 @@ def _make_node_class() -> type:
                     spin_margin=self.config.spin_margin,
                     name="mpo_policy_control",
                 )
-                self.loop.start()
+                if self.config.loop == "thread":
+                    self.loop.start()  # single_thread: run() in spin()
             elif self.config.loop == "timer":
                 self.timer_stats = LoopStats(1.0 / self.rate_hz)
                 self.create_timer(1.0 / self.rate_hz, self._tick_from_timer)
@@ -297,6 +298,17 @@ def _make_node_class() -> type:
                 self.timer_stats = LoopStats(1.0 / self.rate_hz)
                 self._last_tick_ns = 0
                 self.create_timer(1.0 / self.rate_hz, self._tick_if_idle)
+
+        def spin(self, executor: Any) -> None:
+            """`single_thread`: this thread runs callbacks between ticks (see FixedRateLoop idle)."""
+            if self.config.loop != "single_thread":
+                executor.spin()
+                return
+            assert self.loop is not None
+            self.loop.set_idle(lambda budget: executor.spin_once(timeout_sec=budget))
+            self.loop.run()
+            if self.loop.error is not None:
+                raise self.loop.error  # ExternalShutdownException / KeyboardInterrupt end the run
 
         def stop(self) -> None:
             if self.loop is not None:

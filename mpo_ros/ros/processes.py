@@ -34,15 +34,25 @@ def ros_env(domain_id: int) -> dict[str, str]:
 
 
 class NodeProcess:
-    """`python -m mpo_ros.cli <command> <args>` in a child process, output to `log_path`."""
+    """`python -m mpo_ros.cli <command> <args>` in a child process, output to `log_path`.
+
+    `program` replaces ``python -m mpo_ros.cli <command>`` for other scripts (benchmark helpers).
+    """
 
     def __init__(
-        self, command: str, args: list[str], log_path: Path, domain_id: int, cwd: Path | None = None
-    ):
+        self,
+        command: str,
+        args: list[str],
+        log_path: Path,
+        domain_id: int,
+        cwd: Path | None = None,
+        program: list[str] | None = None,
+    ) -> None:
         self.log_path = Path(log_path)
         self._log = self.log_path.open("w")
+        argv = [*program, *args] if program else [sys.executable, "-m", "mpo_ros.cli", command, *args]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mpo_ros.cli", command, *args],
+            argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=ros_env(domain_id),

@@ -1,6 +1,7 @@
 """The policy node alone against a probe that plays the robot: bad inputs must leave it safe.
 
-One node process (command_type joint_trajectory, so that output path is covered too) goes through:
+One node process (command_type joint_trajectory and loop single_thread, so that the output path and
+loop mechanism the end-to-end module does not use are covered too) goes through:
 a /joint_states without a contract joint (fault: error logged once, nothing published, enable
 refused), valid states (hold, then policy), non-finite states (hold), and valid states again.
 """
@@ -24,7 +25,16 @@ def policy_node(tmp_path_factory: pytest.TempPathFactory, ik_policy: Path):
     tmp = tmp_path_factory.mktemp("faults")
     node = NodeProcess(
         "serve",
-        ["--policy", str(ik_policy), "--command-type", "joint_trajectory", "--state-timeout", "0.5"],
+        [
+            "--policy",
+            str(ik_policy),
+            "--command-type",
+            "joint_trajectory",
+            "--state-timeout",
+            "0.5",
+            "--loop",
+            "single_thread",
+        ],
         tmp / "policy.log",
     )
     try:
