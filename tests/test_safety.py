@@ -95,11 +95,15 @@ def test_step_goes_through_the_contract_mapping() -> None:
     assert safety.limited_steps == 1
 
 
-def test_joint_limit_holds_at_the_limit() -> None:
-    safety = _enabled(hold=UPPER.copy())
-    for _ in range(5):
-        decision = safety.step(OBS, np.array([1.0, 1.0]))
-    np.testing.assert_array_equal(decision.command, np.minimum(UPPER, action_to_command(SPEC, np.ones(2))))
+@pytest.mark.parametrize("edge", ["lower", "upper"])
+def test_commands_never_leave_the_joint_limits(edge: str) -> None:
+    """Start at a limit and push outwards: the command stays inside and settles on the mapped target."""
+    limit, push = (LOWER, -1.0) if edge == "lower" else (UPPER, 1.0)
+    safety = _enabled(hold=limit.copy())
+    for _ in range(200):
+        decision = safety.step(OBS, np.full(2, push * 3.0))
+        assert np.all(decision.command >= LOWER) and np.all(decision.command <= UPPER)
+    np.testing.assert_allclose(decision.command, action_to_command(SPEC, np.full(2, push)))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
