@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from mpo_ros.mpo import losses
-from mpo_ros.mpo.learner import MPOConfig, MPOLearner, _sample
+from mpo_ros.mpo.learner import MPOConfig, MPOLearner, _sample, tune_cpu_allocator
 from mpo_ros.mpo.networks import GaussianParams
 from mpo_ros.replay import ReplayBuffer, SequenceBatch
 
@@ -108,29 +109,54 @@ def _time_updates(fn: Any, replay: ReplayBuffer, updates: int, batch: int, n_ste
     return updates / (time.perf_counter() - start)
 
 
-def measure_updates(args: argparse.Namespace) -> dict[str, Any]:
+VARIANTS = {
+    # name: (update function, layernorm or relu torso, glibc allocator tuning)
+    "baseline": ("baseline", "layernorm", False),
+    "optimised": ("shipped", "layernorm", True),
+    "optimised_without_allocator_tuning": ("shipped", "layernorm", False),
+    "optimised_relu_torso": ("shipped", "relu", True),
+}
+
+
+def run_variant(name: str, args: argparse.Namespace) -> list[float]:
+    """Measure one variant in this (fresh) process: allocator settings are process-wide and one-way."""
+    update, torso, tune = VARIANTS[name]
+    if tune:
+        tune_cpu_allocator()
+    torch.manual_seed(0)
     replay = _replay()
-    variants: dict[str, Any] = {}
-    base_cfg = dict(num_samples=20, n_step=5, policy_hidden=[256, 256], critic_hidden=[256, 256])
-    learners = {
-        "baseline": MPOLearner(OBS, ACT, MPOConfig(**base_cfg)),
-        "optimised": MPOLearner(OBS, ACT, MPOConfig(**base_cfg)),
-    }
-    learners["baseline"].observe(replay.observations[:5000])
-    learners["optimised"].observe(replay.observations[:5000])
-    variants["baseline"] = lambda b: baseline_update(learners["baseline"], b)
-    variants["optimised"] = learners["optimised"].update
-    for fn in variants.values():  # warm-up (allocator, oneDNN primitive caches)
-        _time_updates(fn, replay, 10, args.batch, 5)
-    rates: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.reps):
-        for name, fn in variants.items():
-            rates[name].append(_time_updates(fn, replay, args.updates, args.batch, 5))
+    cfg = MPOConfig(num_samples=20, n_step=5, policy_hidden=[256, 256], critic_hidden=[256, 256], torso=torso)
+    learner = MPOLearner(OBS, ACT, cfg)
+    learner.observe(replay.observations[:5000])
+    if update == "baseline":
+        # plain (foreach) Adam, as a first implementation would use
+        learner.actor_optimizer = torch.optim.Adam(learner.policy.parameters(), lr=cfg.policy_lr)
+        learner.critic_optimizer = torch.optim.Adam(learner.critic.parameters(), lr=cfg.critic_lr)
+        learner.dual_optimizer = torch.optim.Adam(learner.duals.parameters(), lr=cfg.dual_lr)
+        fn = lambda b: baseline_update(learner, b)  # noqa: E731
+    else:
+        fn = learner.update
+    _time_updates(fn, replay, 10, args.batch, 5)  # warm-up: allocator, oneDNN primitive caches
+    return [_time_updates(fn, replay, args.updates, args.batch, 5) for _ in range(args.inner_reps)]
+
+
+def measure_updates(args: argparse.Namespace) -> dict[str, Any]:
+    """Variants alternate (A B C D A B C D ...), each round in fresh subprocesses."""
+    rates: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    for _ in range(args.rounds):
+        for name in VARIANTS:
+            cmd = [sys.executable, __file__, "--variant", name, "--threads", str(args.threads),
+                   "--batch", str(args.batch), "--updates", str(args.updates),
+                   "--inner-reps", str(args.inner_reps)]  # fmt: skip
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            rates[name] += json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"{name}: {statistics.median(rates[name]):.1f} updates/s so far", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in rates.items()}
     return {
         "updates_per_s_median": med,
+        "updates_per_s_p10": {k: float(np.percentile(v, 10)) for k, v in rates.items()},
         "updates_per_s_all": rates,
-        "ratio_optimised_over_baseline": med["optimised"] / med["baseline"],
+        "ratio_to_baseline": {k: v / med["baseline"] for k, v in med.items()},
         "ms_per_update_median": {k: 1000.0 / v for k, v in med.items()},
     }
 
@@ -162,12 +188,16 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--updates", type=int, default=40, help="updates per timed repetition")
-    parser.add_argument("--reps", type=int, default=5, help="alternating repetitions per variant")
+    parser.add_argument("--inner-reps", type=int, default=3, help="timed repetitions per subprocess")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all variants")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--env-seconds", type=float, default=10.0)
     parser.add_argument("--out", default="benchmarks/results/learner_throughput.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    if args.variant:
+        print(json.dumps(run_variant(args.variant, args)))
+        return 0
     updates = measure_updates(args)
     env = measure_env(args)
     import gymnasium

@@ -35,7 +35,7 @@ import torch
 from mpo_ros.config import add_arguments as _add_config_arguments
 from mpo_ros.config import from_args, option, save_yaml, to_dict
 from mpo_ros.errors import CheckpointError, ConfigError
-from mpo_ros.mpo.learner import MPOConfig, MPOLearner, metrics_to_floats
+from mpo_ros.mpo.learner import MPOConfig, MPOLearner, metrics_to_floats, tune_cpu_allocator
 from mpo_ros.mpo.policy import CHECKPOINT_NAME, load_checkpoint
 from mpo_ros.replay import ReplayBuffer
 
@@ -311,6 +311,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     checkpoint = _load_for_resume(config, ckpt_dir)
     if config.threads:
         torch.set_num_threads(config.threads)
+    if config.device == "cpu":
+        tune_cpu_allocator()
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)

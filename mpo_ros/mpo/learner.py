@@ -32,7 +32,7 @@ from mpo_ros.mpo import losses
 from mpo_ros.mpo.networks import TORSOS, Critic, GaussianParams, GaussianPolicy, ObservationNormalizer
 from mpo_ros.replay import SequenceBatch
 
-__all__ = ["Duals", "MPOConfig", "MPOLearner", "build_policy", "metrics_to_floats"]
+__all__ = ["Duals", "MPOConfig", "MPOLearner", "build_policy", "metrics_to_floats", "tune_cpu_allocator"]
 
 
 @dataclasses.dataclass
@@ -171,6 +171,31 @@ class Duals(nn.Module):
             p.clamp_(min=floor)
 
 
+def tune_cpu_allocator(threshold_bytes: int = 1 << 30) -> bool:
+    """Keep large CPU tensors in glibc's heap instead of fresh ``mmap`` pages; returns whether it applied.
+
+    Why: one update allocates several ~10 MB activations ([N * 2B, 256] floats for the sampled target-critic
+    pass). glibc serves blocks above its mmap threshold with new mappings, so every update page-faults and
+    zero-fills ~100 MB and gives it back; profiling showed this doubling the update time. Raising the mmap and
+    trim thresholds (``mallopt``) lets freed blocks be reused. Process-wide and one-way (the heap does not
+    shrink below its peak), so the training command opts in, not the library import. No-op off glibc.
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, threshold_bytes)) and bool(
+            libc.mallopt(m_trim_threshold, threshold_bytes)
+        )
+    except (OSError, AttributeError):
+        return False
+
+
 def metrics_to_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
     """One host transfer for all metrics (call only when logging)."""
     if not metrics:
@@ -202,9 +227,11 @@ class MPOLearner:
         self.normalizer = ObservationNormalizer(obs_dim).to(dev)
         self.duals = Duals(act_dim, config).to(dev)
         self.prior: nn.Module | None = None
-        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.policy_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.dual_optimizer = torch.optim.Adam(self.duals.parameters(), lr=config.dual_lr)
+        # Three optimisers, so no dual ever shares Adam moments or a learning rate with a network; each is
+        # `fused` (one kernel per step instead of one per parameter tensor).
+        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.policy_lr, fused=True)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr, fused=True)
+        self.dual_optimizer = torch.optim.Adam(self.duals.parameters(), lr=config.dual_lr, fused=True)
         self.num_updates = 0
         self._online_params = [*self.policy.parameters(), *self.critic.parameters()]
         self._target_params = [*self.target_policy.parameters(), *self.target_critic.parameters()]
