@@ -7,7 +7,8 @@ SingleThreadedExecutor in the main thread), at 100, 500 and 1000 Hz, each for ``
 - ``thread_sleep``     mpo_ros.rate.FixedRateLoop on its own thread, absolute deadlines, one sleep each;
 - ``thread_sleep_spin`` the same, sleeping to 100 us before each deadline and polling the clock after;
 - ``single_thread``    FixedRateLoop on the main thread with ``idle=executor.spin_once``: callbacks run
-  in the waiting time (none starts within 300 us of a deadline), then sleep + spin as above.
+  in the waiting time (none starts within 300 us of a deadline), then sleep + spin as above;
+- ``*_rt``             the same with the loop thread under SCHED_FIFO priority 50 (``realtime_priority``).
 
 Each runs in two conditions: ``idle`` (nothing else arrives) and ``traffic`` (a second process
 publishes /joint_states at the loop rate, received by a callback on the executor, as on a robot).
@@ -17,7 +18,8 @@ machine's noise hits all of them alike. Period jitter = |t_k - t_{k-1} - period|
 Part 2, the real policy node (`mpo-ros serve`, a policy with the arm2 contract), driven by
 /joint_states at the loop rate from this process, enabled with a goal; its own /diagnostics give
 achieved rate, jitter and the policy-step latency (observation + ONNX + safety filter) over its
-last 4096 ticks, for ``loop: thread``, ``single_thread`` and ``timer`` at 500 and 1000 Hz.
+last 4096 ticks, for ``loop: thread``, ``single_thread`` (also with ``realtime_priority: 50``) and
+``timer`` at 500 and 1000 Hz.
 
 Run:  python benchmarks/ros_loop.py [--seconds 10] [--rates 100 500 1000]
 Writes benchmarks/results/ros_loop.json.
@@ -47,7 +49,15 @@ sys.path.insert(0, str(ROOT))
 from mpo_ros.rate import FixedRateLoop, LoopStats  # noqa: E402
 from mpo_ros.ros.processes import NodeProcess, free_domain_id, ros_env  # noqa: E402
 
-MECHANISMS = ("timer", "thread_sleep", "thread_sleep_spin", "single_thread")
+MECHANISMS = (
+    "timer",
+    "thread_sleep",
+    "thread_sleep_spin",
+    "single_thread",
+    "thread_sleep_spin_rt",
+    "single_thread_rt",
+)
+RT_PRIORITY = 50
 
 
 # --- machine description (also used by ros_roundtrip.py) ------------------------------------------
@@ -207,18 +217,22 @@ def measure_mechanism(mechanism: str, rate_hz: float, seconds: float, traffic: b
         while not done.is_set():
             executor.spin_once(timeout_sec=0.1)
         summary = stats.summary()
-    elif mechanism == "single_thread":
+    elif mechanism.startswith("single_thread"):
         loop = FixedRateLoop(
             rate_hz,
             lambda: None,
             wait="sleep_spin",
             stats_window=ticks + 10,
             idle=lambda budget: executor.spin_once(timeout_sec=budget),
+            priority=RT_PRIORITY if mechanism.endswith("_rt") else 0,
         )
         summary = loop.run_for(seconds)
+        if loop.priority:  # this is the main thread: back to normal scheduling
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     else:
         wait = "sleep" if mechanism == "thread_sleep" else "sleep_spin"
-        loop = FixedRateLoop(rate_hz, lambda: None, wait=wait, stats_window=ticks + 10)
+        priority = RT_PRIORITY if mechanism.endswith("_rt") else 0
+        loop = FixedRateLoop(rate_hz, lambda: None, wait=wait, stats_window=ticks + 10, priority=priority)
         loop.start()
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -226,6 +240,8 @@ def measure_mechanism(mechanism: str, rate_hz: float, seconds: float, traffic: b
         loop.stop()
         summary = loop.stats.summary()
     cpu = (time.process_time() - cpu_start) / (time.monotonic() - wall_start)
+    if mechanism.endswith("_rt") and loop.priority_error:
+        print(f"  {mechanism}: {loop.priority_error}", flush=True)
     executor.shutdown()
     node.destroy_node()
     return {**micro(summary), "cpu_cores_used": cpu, "joint_states_received": received[0]}
@@ -241,7 +257,9 @@ def part1(args: argparse.Namespace, domain_id: int) -> dict[str, Any]:
         for rate in args.rates:
             for ci, condition in enumerate(args.conditions):
                 publisher = (
-                    Publisher(rate, args.seconds * 3 + 10, domain_id) if condition == "traffic" else None
+                    Publisher(rate, (args.seconds + 3) * len(MECHANISMS) + 10, domain_id)
+                    if condition == "traffic"
+                    else None
                 )
                 try:
                     shift = ci % len(MECHANISMS)
@@ -301,18 +319,20 @@ def bench_policy(tmp: Path) -> Path:
     return path
 
 
-def measure_node(policy: Path, loop: str, rate_hz: float, seconds: float, tmp: Path) -> dict[str, Any]:
+def measure_node(policy: Path, variant: str, rate_hz: float, seconds: float, tmp: Path) -> dict[str, Any]:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PointStamped
     from rclpy.executors import SingleThreadedExecutor
     from std_srvs.srv import SetBool
 
-    domain_id = free_domain_id(salt=int(rate_hz) + len(loop))
+    domain_id = free_domain_id(salt=int(rate_hz) + len(variant))
+    loop = variant.removesuffix("_rt")
+    priority = str(RT_PRIORITY) if variant.endswith("_rt") else "0"
     node_proc = NodeProcess(
         "serve",
-        ["--policy", str(policy), "--rate-hz", str(rate_hz), "--loop", loop, "--diagnostics-period", "1.0"],
-        tmp / f"policy_{loop}_{rate_hz:g}.log",
+        ["--policy", str(policy), "--rate-hz", str(rate_hz), "--loop", loop, "--realtime-priority", priority],
+        tmp / f"policy_{variant}_{rate_hz:g}.log",
         domain_id,
     )
     publisher = Publisher(rate_hz, seconds + 30, domain_id)
@@ -402,7 +422,9 @@ def main() -> int:
     parser.add_argument("--rates", type=float, nargs="*", default=[100.0, 500.0, 1000.0])
     parser.add_argument("--conditions", nargs="*", default=["idle", "traffic"], choices=["idle", "traffic"])
     parser.add_argument("--node-rates", type=float, nargs="*", default=[500.0, 1000.0])
-    parser.add_argument("--node-loops", nargs="*", default=["thread", "single_thread", "timer"])
+    parser.add_argument(
+        "--node-loops", nargs="*", default=["thread", "single_thread", "single_thread_rt", "timer"]
+    )
     parser.add_argument("--skip-node", action="store_true", help="only part 1")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--publish", type=float, default=None, help=argparse.SUPPRESS)

@@ -109,6 +109,9 @@ class PolicyNodeConfig:
     loop: str = option("thread", "control loop mechanism (see the module docstring)", choices=LOOP_CHOICES)
     wait: str = option("sleep_spin", "thread loop: how to wait for a deadline", choices=WAIT_STRATEGIES)
     spin_margin: float = option(1e-4, "thread loop, sleep_spin: busy-wait this long (s) before a deadline")
+    realtime_priority: int = option(
+        0, "SCHED_FIFO priority (1-99) of the control loop thread; 0 = normal scheduling"
+    )
     diagnostics_period: float = option(1.0, "seconds between /diagnostics messages")
 
     def validate(self) -> None:
@@ -127,6 +130,8 @@ class PolicyNodeConfig:
         for name in ("state_timeout", "diagnostics_period"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ConfigError(f"{name} must be > 0 s, got {getattr(self, name)}")
+        if not 0 <= self.realtime_priority <= 99:
+            raise ConfigError(f"realtime_priority must be in 0..99 (0 = off), got {self.realtime_priority}")
         if not (math.isfinite(self.spin_margin) and 0 <= self.spin_margin < 0.01):
             raise ConfigError(f"spin_margin must be in [0, 0.01) s, got {self.spin_margin}")
         for name in ("joint_states_topic", "command_topic", "goal_topic"):
@@ -286,6 +291,7 @@ def _make_node_class() -> type:
                     wait=self.config.wait,
                     spin_margin=self.config.spin_margin,
                     name="mpo_policy_control",
+                    priority=self.config.realtime_priority,
                 )
                 if self.config.loop == "thread":
                     self.loop.start()  # single_thread: run() in spin()
@@ -377,6 +383,9 @@ def _make_node_class() -> type:
                     self.get_logger().error(message)
                 else:
                     self.get_logger().info(message)
+            if self.loop is not None and self.loop.priority_error:
+                self.get_logger().warning(f"realtime_priority: {self.loop.priority_error}")
+                self.loop.priority_error = ""
             if self.loop is not None and self.loop.error is not None:
                 self.get_logger().fatal(f"control loop died: {self.loop.error!r}; commands stopped")
                 self.loop.error = None
