@@ -64,31 +64,25 @@ def build_observation(
     """
     n = spec.num_joints
     parts = {
-        "joint_positions": _vector(joint_positions, n, "joint_positions")
-        - np.array([j.default for j in spec.joints]),
+        "joint_positions": _vector(joint_positions, n, "joint_positions") - spec.joint_arrays.default,
         "joint_velocities": _vector(joint_velocities, n, "joint_velocities"),
         "last_action": _vector(last_action, n, "last_action"),
         "goal": _vector(goal, spec.task.goal_dim, "goal"),
     }
     blocks = [parts[b] for b in spec.observation]
+    if all(b.ndim == 1 for b in blocks):  # one control step: skip the broadcasting machinery
+        return np.concatenate(blocks).astype(np.float32)
     shape = np.broadcast_shapes(*(b.shape[:-1] for b in blocks))
     blocks = [np.broadcast_to(b, (*shape, b.shape[-1])) for b in blocks]
     return np.concatenate(blocks, axis=-1).astype(np.float32)
 
 
-def _joint_params(spec: RobotSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    default = np.array([j.default for j in spec.joints])
-    scale = np.array([j.action_scale for j in spec.joints])
-    lower = np.array([j.lower for j in spec.joints])
-    upper = np.array([j.upper for j in spec.joints])
-    return default, scale, lower, upper
-
-
 def action_to_command(spec: RobotSpec, action: np.ndarray) -> np.ndarray:
     """Joint position targets (rad) for an action in [-1, 1] (clipped), within joint limits."""
-    default, scale, lower, upper = _joint_params(spec)
-    action = np.clip(_vector(action, spec.action_dim, "action"), -1.0, 1.0)
-    return np.clip(default + scale * action, lower, upper)
+    arrays = spec.joint_arrays
+    # minimum/maximum rather than np.clip: same result, a third of the cost on the control loop's path.
+    action = np.minimum(np.maximum(_vector(action, spec.action_dim, "action"), -1.0), 1.0)
+    return np.minimum(np.maximum(arrays.default + arrays.action_scale * action, arrays.lower), arrays.upper)
 
 
 def command_to_action(spec: RobotSpec, command: np.ndarray) -> np.ndarray:
@@ -97,8 +91,8 @@ def command_to_action(spec: RobotSpec, command: np.ndarray) -> np.ndarray:
     Not clipped: a logged command outside the action range shows up as |action| > 1, which the
     data converter counts and reports instead of hiding.
     """
-    default, scale, _, _ = _joint_params(spec)
-    return (_vector(command, spec.action_dim, "command") - default) / scale
+    arrays = spec.joint_arrays
+    return (_vector(command, spec.action_dim, "command") - arrays.default) / arrays.action_scale
 
 
 def limit_command(spec: RobotSpec, previous_command: np.ndarray, command: np.ndarray) -> np.ndarray:
@@ -106,17 +100,19 @@ def limit_command(spec: RobotSpec, previous_command: np.ndarray, command: np.nda
 
     Applied identically in simulation (so training sees the limit) and on the robot (SafetyFilter).
     """
-    _, _, lower, upper = _joint_params(spec)
-    max_delta = np.array([j.max_delta for j in spec.joints])
+    arrays = spec.joint_arrays
     previous = _vector(previous_command, spec.action_dim, "previous_command")
     target = _vector(command, spec.action_dim, "command")
-    stepped = np.clip(target, previous - max_delta, previous + max_delta)
-    return np.clip(stepped, lower, upper)
+    lower = np.maximum(previous - arrays.max_delta, arrays.lower)
+    upper = np.minimum(previous + arrays.max_delta, arrays.upper)
+    # A previous command outside the joint limits (e.g. a measured hold pose past a limit) first
+    # moves back toward the limits; the bounds can then cross, and the joint limit wins.
+    return np.minimum(np.maximum(target, lower), np.maximum(upper, arrays.lower))
 
 
 def default_command(spec: RobotSpec) -> np.ndarray:
     """The default pose as a command vector."""
-    return np.array([j.default for j in spec.joints])
+    return spec.joint_arrays.default.copy()
 
 
 def joint_array(

@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 import yaml
 
@@ -22,6 +25,7 @@ from mpo_ros.errors import SpecError
 __all__ = [
     "CONTRACT_VERSION",
     "OBSERVATION_BLOCKS",
+    "JointArrays",
     "JointSpec",
     "RobotSpec",
     "TaskSpec",
@@ -102,6 +106,17 @@ class TaskSpec:
             raise SpecError(f"task '{self.name}': success_threshold and episode_seconds must be > 0")
 
 
+class JointArrays(NamedTuple):
+    """Per-joint numbers as read-only float64 vectors in contract order (cached per spec)."""
+
+    default: np.ndarray
+    action_scale: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    max_delta: np.ndarray
+    velocity_limit: np.ndarray
+
+
 @dataclass(frozen=True)
 class RobotSpec:
     """The robot contract. `joints` order is the order of every per-joint vector in mpo_ros."""
@@ -143,6 +158,17 @@ class RobotSpec:
     @property
     def episode_steps(self) -> int:
         return max(1, round(self.task.episode_seconds * self.control_rate_hz))
+
+    @cached_property
+    def joint_arrays(self) -> JointArrays:
+        """Built once: the control loop maps observations and commands every period (hot path)."""
+
+        def vector(key: str) -> np.ndarray:
+            array = np.array([getattr(j, key) for j in self.joints], dtype=np.float64)
+            array.flags.writeable = False
+            return array
+
+        return JointArrays(*(vector(key) for key in JointArrays._fields))
 
     @property
     def mjcf_path(self) -> Path:
