@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-
 import yaml
 
 from mpo_ros.errors import SpecError
