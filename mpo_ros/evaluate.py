@@ -1,0 +1,419 @@
+"""`mpo-ros eval`: run a policy deterministically in simulation and report how well it does.
+
+The policy is a training checkpoint (`.pt` file or run directory) or an exported `.onnx` file; both
+are loaded into the same callable `obs -> action in [-1, 1]`, so a checkpoint and its ONNX export are
+evaluated by one code path (and their figures can be compared). Episode `i` is reset with seed
+`seed + i`, so two evaluations with the same seed see the same goals, start poses and dynamics.
+
+Robot environments (`mpo_ros_sim:*`) take `--randomize none|train|heldout`; plain gymnasium
+environments (e.g. Hopper-v5) get the policy's [-1, 1] actions rescaled to their action bounds, as
+in training. Output: a table on stdout and, with `--json`, the same figures plus every episode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mpo_ros.config import add_arguments as _add_config_arguments
+from mpo_ros.config import from_args, option
+from mpo_ros.errors import ConfigError, ContractError, PolicyFileError
+from mpo_ros.spec import RobotSpec
+
+__all__ = [
+    "EvalConfig",
+    "EvalPolicy",
+    "EvalResult",
+    "add_arguments",
+    "evaluate_policy",
+    "load_eval_policy",
+    "make_eval_env",
+    "run",
+]
+
+log = logging.getLogger(__name__)
+SIM_PREFIX = "mpo_ros_sim:"
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Options of `mpo-ros eval`."""
+
+    policy: str = option("", "checkpoint (.pt), run directory (runs/<name>) or exported .onnx policy")
+    env: str | None = option(
+        None, "gymnasium id; default: the policy's robot (arm2 -> mpo_ros_sim:Arm2Reach-v0) or training env"
+    )
+    episodes: int = option(50, "episodes; episode i is reset with seed + i")
+    randomize: str = option("none", "robot envs only: none, train, heldout, or a profile YAML path")
+    seed: int = option(0, "seed of the first episode")
+    device: str = option("cpu", "where the policy runs: cpu or cuda")
+    video: str | None = option(
+        None, "write a video of the first --video-episodes episodes (.mp4, or PNG frames)"
+    )
+    video_episodes: int = option(1, "episodes recorded into --video")
+    json: str | None = option(None, "write the summary and per-episode figures to this JSON file")
+    config: str | None = option(None, "YAML file of option values (flags given on the command line win)")
+
+    def __post_init__(self) -> None:
+        if not self.policy:
+            raise ConfigError("give the policy to evaluate: --policy runs/<name> | file.pt | file.onnx")
+        if self.episodes < 1 or self.video_episodes < 1:
+            raise ConfigError(
+                f"episodes ({self.episodes}) and video_episodes ({self.video_episodes}) must be >= 1"
+            )
+
+
+# --- policies ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class EvalPolicy:
+    """A deterministic policy as a plain function of one raw observation, plus what it was trained on."""
+
+    act: Callable[[np.ndarray], np.ndarray]
+    obs_dim: int
+    act_dim: int
+    env_id: str | None
+    robot_spec: RobotSpec | None
+    source: str
+    step: int | None = None
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        return self.act(observation)
+
+
+def load_eval_policy(path: str | Path, device: str = "cpu") -> EvalPolicy:
+    """`.onnx` -> mpo_ros.runtime.OnnxPolicy; anything else -> a training checkpoint (file or run dir)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return _onnx_policy(path, device)
+    return _checkpoint_policy(path, device)
+
+
+def _onnx_policy(path: Path, device: str) -> EvalPolicy:
+    from mpo_ros.runtime import OnnxPolicy
+
+    policy = OnnxPolicy(path, device=device)
+
+    def act(observation: np.ndarray) -> np.ndarray:
+        return policy.act(np.asarray(observation, dtype=np.float32).reshape(policy.obs_dim))
+
+    step = policy.provenance.get("step")
+    return EvalPolicy(
+        act=act,
+        obs_dim=policy.obs_dim,
+        act_dim=policy.act_dim,
+        env_id=policy.provenance.get("env_id"),
+        robot_spec=policy.spec,
+        source=str(path),
+        step=int(step) if step is not None else None,
+    )
+
+
+def _checkpoint_policy(path: Path, device: str) -> EvalPolicy:
+    import torch
+
+    from mpo_ros.mpo.policy import load_policy
+
+    module, metadata = load_policy(path, device=device)
+    spec_json = metadata.get("robot_spec_json")
+    spec = RobotSpec.from_json(spec_json, source=f"{path} robot contract") if spec_json else None
+    obs_dim, act_dim = int(metadata["obs_dim"]), int(metadata["act_dim"])
+
+    def act(observation: np.ndarray) -> np.ndarray:
+        obs = torch.as_tensor(np.asarray(observation, dtype=np.float32).reshape(1, obs_dim), device=device)
+        with torch.inference_mode():
+            return module(obs)[0].cpu().numpy()
+
+    step = metadata.get("step")
+    return EvalPolicy(
+        act=act,
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        env_id=metadata.get("env_id"),
+        robot_spec=spec,
+        source=str(path),
+        step=int(step) if step is not None else None,
+    )
+
+
+# --- environments --------------------------------------------------------------------------------
+
+
+def default_env_id(policy: EvalPolicy) -> str:
+    """The robot's reach env for robot policies, else the env the policy was trained on."""
+    if policy.robot_spec is not None:
+        import mpo_ros_sim
+
+        try:
+            return mpo_ros_sim.env_id_for_robot(policy.robot_spec.name)
+        except KeyError:
+            pass
+    if policy.env_id:
+        return policy.env_id
+    raise ConfigError(f"{policy.source} does not say which environment it was trained on; pass --env")
+
+
+def make_eval_env(env_id: str, randomize: str = "none", render: bool = False) -> Any:
+    """gym.make with actions rescaled from [-1, 1] to the env's bounds (a no-op for robot envs)."""
+    import gymnasium as gym
+    from gymnasium.wrappers import ClipAction, RescaleAction
+
+    kwargs: dict[str, Any] = {"render_mode": "rgb_array"} if render else {}
+    if env_id.startswith(SIM_PREFIX):
+        kwargs["randomize"] = randomize
+    elif randomize != "none":
+        raise ConfigError(f"--randomize {randomize} needs a robot env (mpo_ros_sim:...), not {env_id}")
+    try:
+        env = gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        raise ConfigError(f"cannot make environment {env_id!r}: {exc}") from exc
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Box) or not np.all(np.isfinite(space.low) & np.isfinite(space.high)):
+        env.close()
+        raise ConfigError(f"{env_id}: evaluation needs a bounded Box action space, got {space}")
+    unit = np.ones(space.shape, dtype=np.float32)  # float32 bounds: no precision warning from Box
+    return ClipAction(RescaleAction(env, -unit, unit))
+
+
+def _check_compatible(policy: EvalPolicy, env: Any, env_id: str) -> None:
+    obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+    if obs_shape != (policy.obs_dim,) or act_shape != (policy.act_dim,):
+        raise ContractError(
+            f"{policy.source} maps {policy.obs_dim} observations to {policy.act_dim} actions, but {env_id} has "
+            f"observation shape {obs_shape} and action shape {act_shape}; pass the --env it was trained on"
+        )
+    env_spec = getattr(env.unwrapped, "robot_spec", None)
+    if (
+        policy.robot_spec is not None
+        and env_spec is not None
+        and policy.robot_spec.to_json() != env_spec.to_json()
+    ):
+        raise ContractError(
+            f"{policy.source} was trained for robot contract '{policy.robot_spec.name}', which differs from the one "
+            f"of {env_id} ('{env_spec.name}': joints, limits, scaling or task); evaluate it on its own robot"
+        )
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class EvalResult:
+    """Summary and per-episode figures of one evaluation."""
+
+    env: str
+    randomize: str
+    episodes: int
+    seed: int
+    returns: list[float]
+    lengths: list[int]
+    successes: list[bool] | None  # None when the env reports no is_success
+    final_distances: list[float] | None  # None when the env reports no distance
+    smoothness: list[float]  # per episode: mean over steps and joints of |a_t - a_{t-1}|
+
+    def summary(self) -> dict[str, Any]:
+        def stats(values: list[float] | None) -> tuple[float | None, float | None]:
+            if not values:
+                return None, None
+            return float(np.mean(values)), float(np.std(values))
+
+        return_mean, return_std = stats(self.returns)
+        distance_mean, distance_std = stats(self.final_distances)
+        smooth_mean, smooth_std = stats(self.smoothness)
+        return {
+            "return_mean": return_mean,
+            "return_std": return_std,
+            "success_rate": float(np.mean(self.successes)) if self.successes is not None else None,
+            "final_distance_mean": distance_mean,
+            "final_distance_std": distance_std,
+            "action_smoothness_mean": smooth_mean,
+            "action_smoothness_std": smooth_std,
+            "episode_length_mean": float(np.mean(self.lengths)),
+        }
+
+
+def evaluate_policy(
+    policy: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    episodes: int = 50,
+    randomize: str = "none",
+    seed: int = 0,
+    video: str | Path | None = None,
+    video_episodes: int = 1,
+) -> EvalResult:
+    """Run `episodes` deterministic episodes of `policy` in `env_id` (see the module docstring)."""
+    env = make_eval_env(env_id, randomize, render=video is not None)
+    if isinstance(policy, EvalPolicy):
+        _check_compatible(policy, env, env_id)
+    frames: list[np.ndarray] = []
+    returns, lengths, successes, distances, smoothness = [], [], [], [], []
+    try:
+        for episode in range(episodes):
+            recording = video is not None and episode < video_episodes
+            obs, info = env.reset(seed=seed + episode)
+            if recording:
+                frames.append(env.render())
+            total, length, rate, previous, done = 0.0, 0, 0.0, None, False
+            while not done:
+                action = np.asarray(policy(obs), dtype=np.float64)
+                if previous is not None:
+                    rate += float(np.mean(np.abs(action - previous)))
+                previous = action
+                obs, reward, terminated, truncated, info = env.step(action.astype(np.float32))
+                total += float(reward)
+                length += 1
+                done = bool(terminated or truncated)
+                if recording:
+                    frames.append(env.render())
+            returns.append(total)
+            lengths.append(length)
+            smoothness.append(rate / max(1, length - 1))
+            if "is_success" in info:
+                successes.append(bool(info["is_success"]))
+            if "distance" in info:
+                distances.append(float(info["distance"]))
+        fps = int(env.metadata.get("render_fps") or 30)
+    finally:
+        env.close()
+    if video is not None:
+        write_video(frames, Path(video), fps)
+    return EvalResult(
+        env=env_id,
+        randomize=randomize,
+        episodes=episodes,
+        seed=seed,
+        returns=returns,
+        lengths=lengths,
+        successes=successes if len(successes) == episodes else None,
+        final_distances=distances if len(distances) == episodes else None,
+        smoothness=smoothness,
+    )
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
+    """An .mp4 through imageio's ffmpeg plugin, or PNG frames in `<path stem>_frames/` without ffmpeg."""
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import imageio_ffmpeg  # noqa: F401  (the mp4 writer backend)
+
+        with imageio.get_writer(path, fps=fps, macro_block_size=1) as writer:
+            for frame in frames:
+                writer.append_data(frame)
+        return path
+    except ImportError:
+        folder = path.with_name(f"{path.stem}_frames")
+        folder.mkdir(exist_ok=True)
+        for i, frame in enumerate(frames):
+            imageio.imwrite(folder / f"{i:05d}.png", frame)
+        log.warning(
+            "imageio-ffmpeg is not installed: wrote %d PNG frames to %s instead of %s",
+            len(frames),
+            folder,
+            path,
+        )
+        return folder
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def format_table(result: EvalResult, source: str) -> str:
+    summary = result.summary()
+
+    def cell(mean: float | None, std: float | None = None, digits: int = 3) -> str:
+        if mean is None:
+            return "n/a"
+        return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+    success = summary["success_rate"]
+    rows = [
+        ("policy", source),
+        ("env", f"{result.env} (randomize={result.randomize})"),
+        ("episodes", f"{result.episodes} (seeds {result.seed}..{result.seed + result.episodes - 1})"),
+        ("return", cell(summary["return_mean"], summary["return_std"], 2)),
+        ("success rate", "n/a" if success is None else f"{100 * success:.1f} %"),
+        ("final distance (m)", cell(summary["final_distance_mean"], summary["final_distance_std"], 4)),
+        (
+            "action smoothness |Δa|",
+            cell(summary["action_smoothness_mean"], summary["action_smoothness_std"], 4),
+        ),
+        ("episode length", cell(summary["episode_length_mean"], None, 1)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _report(config: EvalConfig, policy: EvalPolicy, result: EvalResult) -> dict[str, Any]:
+    import mujoco
+
+    return {
+        "what": "deterministic policy evaluation (mpo-ros eval)",
+        "policy": config.policy,
+        "policy_step": policy.step,
+        "robot": policy.robot_spec.name if policy.robot_spec else None,
+        "env": result.env,
+        "randomize": result.randomize,
+        "episodes": result.episodes,
+        "seed": result.seed,
+        "device": config.device,
+        **result.summary(),
+        "per_episode": {
+            "return": result.returns,
+            "length": result.lengths,
+            "success": result.successes,
+            "final_distance": result.final_distances,
+            "action_smoothness": result.smoothness,
+        },
+        "versions": {
+            "mujoco": mujoco.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config_arguments(parser, EvalConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = from_args(EvalConfig, args, getattr(args, "config", None))
+    if config.video and "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["MUJOCO_GL"] = "osmesa"  # before anything imports mujoco
+    try:
+        policy = load_eval_policy(config.policy, config.device)
+    except FileNotFoundError as exc:
+        raise PolicyFileError(f"policy {config.policy} not found: {exc}") from exc
+    env_id = config.env or default_env_id(policy)
+    result = evaluate_policy(
+        policy,
+        env_id,
+        episodes=config.episodes,
+        randomize=config.randomize,
+        seed=config.seed,
+        video=config.video,
+        video_episodes=config.video_episodes,
+    )
+    print(format_table(result, config.policy))
+    if config.json:
+        path = Path(config.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(_report(config, policy, result), indent=2))
+        tmp.replace(path)
+        print(f"wrote {path}")
+    return 0
