@@ -22,7 +22,7 @@ def _latency_sim(spec: RobotSpec, steps: int, fraction: float) -> RobotSim:
     )
     sim = RobotSim(spec, profile, seed=0)
     sim.randomize(np.random.default_rng(0))
-    sim.reset()
+    sim.reset(np.zeros(spec.num_joints))
     return sim
 
 
@@ -109,8 +109,9 @@ def test_measurement_noise_is_seeded(arm2: RobotSpec) -> None:
         sim.reset()
         readings.append(sim.measure()[0])
     np.testing.assert_array_equal(readings[0], readings[1])
-    assert 0 < np.abs(readings[0]).max() < 0.1
-    np.testing.assert_array_equal(sim.joint_positions, [0.0, 0.0])
+    default = np.array([j.default for j in arm2.joints])
+    assert 0 < np.abs(readings[0] - default).max() < 0.1
+    np.testing.assert_array_equal(sim.joint_positions, default)
 
 
 def test_spec_and_mjcf_must_agree(arm2: RobotSpec) -> None:
