@@ -17,7 +17,9 @@ storage file directly, since metadata.yaml is only written by `close()`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 import time
 from pathlib import Path
@@ -30,7 +32,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from mpo_ros.data.messages import typestore as get_typestore
 from mpo_ros.errors import BagError
 
-__all__ = ["STORAGES", "BagRecorder"]
+__all__ = ["STORAGES", "BagRecorder", "ros_type_name"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,11 @@ STORAGES: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": Sto
 class BagRecorder:
     """Thread-safe rosbag2 writer: `open()`, `write*()` from any thread, `close()` once.
 
-    Messages written after `close()` (late callbacks during shutdown) are counted in
-    `dropped_after_close` and otherwise ignored, so shutdown can never crash a node.
+    One writer thread owns the storage: sqlite3 connections may only be used by the thread that made
+    them, and a real-time loop (the sim node's physics) must not wait for the disk. `write*()` only
+    checks the topic's type and queues the bytes. Messages written after `close()` (late callbacks
+    during shutdown) are counted in `dropped_after_close` and otherwise ignored, so shutdown can never
+    crash a node.
     """
 
     def __init__(
@@ -63,42 +68,41 @@ class BagRecorder:
         self.flush_seconds = float(flush_seconds)
         self.message_counts: dict[str, int] = {}
         self.dropped_after_close = 0
-        self._writer: Writer | None = None
-        self._connections: dict[str, Connection] = {}
         self._types: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._last_flush = time.monotonic()
+        self._queue: queue.SimpleQueue[tuple[str, str, bytes, int] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
         self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> BagRecorder:
+        """Create the bag (raises BagError if that fails) and start the writer thread."""
         with self._lock:
-            if self._writer is not None or self._closed:
+            if self._thread is not None or self._closed:
                 raise BagError(f"bag recorder for {self.path} was already opened")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            writer = Writer(self.path, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[self.storage])
-            try:
-                writer.open()
-            except WriterError as exc:
-                raise BagError(f"cannot create bag {self.path}: {exc}") from exc
-            self._writer = writer
+            started = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(started,), name=f"bag:{self.path.name}", daemon=True
+            )
+            self._thread.start()
+        started.wait()
+        if self._error is not None:
+            raise BagError(f"cannot create bag {self.path}: {self._error}") from self._error
         return self
 
     def close(self) -> None:
-        """Finish the bag (index, summary, metadata.yaml). Safe to call twice or from a signal path."""
+        """Write what is queued and finish the bag (index, summary, metadata.yaml). Safe to call twice."""
         with self._lock:
-            writer, self._writer = self._writer, None
+            thread, self._thread = self._thread, None
             self._closed = True
-            if writer is None:
-                return
-            try:
-                writer.close()
-            except Exception as exc:
-                log.error("closing bag %s failed (%s); aborting the storage", self.path, exc)
-                try:
-                    writer.abort()
-                finally:
-                    raise BagError(f"bag {self.path} could not be finished: {exc}") from exc
+        if thread is None:
+            return
+        self._queue.put(None)
+        thread.join()
+        if self._error is not None:
+            raise BagError(f"bag {self.path} could not be written: {self._error}") from self._error
         log.info("bag %s closed: %s", self.path, self.message_counts)
 
     def __enter__(self) -> BagRecorder:
@@ -114,32 +118,34 @@ class BagRecorder:
 
     @property
     def is_open(self) -> bool:
-        return self._writer is not None
+        return self._thread is not None
 
-    # --- writing -----------------------------------------------------------------------------------
+    # --- writing (any thread) -----------------------------------------------------------------------
     def write_serialized(
         self, topic: str, msgtype: str, data: bytes | memoryview, receive_time_ns: int
     ) -> None:
-        """Append one CDR-serialised message (as from rclpy.serialization.serialize_message)."""
+        """Queue one CDR-serialised message (as from rclpy.serialization.serialize_message)."""
         with self._lock:
-            writer = self._writer
-            if writer is None:
+            if self._thread is None:
                 self.dropped_after_close += 1
                 return
-            connection = self._connections.get(topic)
-            if connection is None:
-                connection = self._add_connection(writer, topic, msgtype)
-            elif self._types[topic] != msgtype:
+            known = self._types.get(topic)
+            if known is None:
+                if msgtype not in self.typestore.fielddefs:
+                    raise BagError(
+                        f"cannot record {topic}: type {msgtype} is unknown to the typestore; "
+                        "record only standard ROS 2 message types"
+                    )
+                self._types[topic] = msgtype
+            elif known != msgtype:
                 raise BagError(
-                    f"topic {topic} was recorded as {self._types[topic]} but now carries {msgtype}; "
+                    f"topic {topic} was recorded as {known} but now carries {msgtype}; "
                     "record each topic with one type"
                 )
-            writer.write(connection, int(receive_time_ns), data)
-            self.message_counts[topic] = self.message_counts.get(topic, 0) + 1
-            self._maybe_flush(writer)
+            self._queue.put((topic, msgtype, bytes(data), int(receive_time_ns)))
 
     def write(self, topic: str, message: Any, receive_time_ns: int) -> None:
-        """Serialise a `rosbags` message object (see mpo_ros.data.messages) and append it."""
+        """Serialise a `rosbags` message object (see mpo_ros.data.messages) and queue it."""
         msgtype = getattr(message, "__msgtype__", None)
         if msgtype is None:
             raise BagError(
@@ -149,23 +155,47 @@ class BagRecorder:
         data = self.typestore.serialize_cdr(message, msgtype)
         self.write_serialized(topic, msgtype, data, receive_time_ns)
 
-    def _add_connection(self, writer: Writer, topic: str, msgtype: str) -> Connection:
-        if msgtype not in self.typestore.fielddefs:
-            raise BagError(
-                f"cannot record {topic}: type {msgtype} is unknown to the typestore; "
-                "record only standard ROS 2 message types"
-            )
-        connection = writer.add_connection(topic, msgtype, typestore=self.typestore)
-        self._connections[topic] = connection
-        self._types[topic] = msgtype
-        return connection
-
-    def _maybe_flush(self, writer: Writer) -> None:
-        """Commit sqlite3 transactions now and then so a killed process keeps its data."""
-        now = time.monotonic()
-        if now - self._last_flush < self.flush_seconds:
+    # --- the writer thread --------------------------------------------------------------------------
+    def _run(self, started: threading.Event) -> None:
+        writer = Writer(self.path, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[self.storage])
+        try:
+            writer.open()
+        except (WriterError, OSError) as exc:
+            self._error = exc
+            started.set()
             return
-        self._last_flush = now
-        connection = getattr(writer.storage, "conn", None)  # only the sqlite3 storage has one
-        if connection is not None:
-            connection.commit()
+        started.set()
+        connections: dict[str, Connection] = {}
+        last_flush = time.monotonic()
+        try:
+            while (item := self._queue.get()) is not None:
+                topic, msgtype, data, receive_ns = item
+                connection = connections.get(topic)
+                if connection is None:
+                    connection = writer.add_connection(topic, msgtype, typestore=self.typestore)
+                    connections[topic] = connection
+                writer.write(connection, receive_ns, data)
+                if time.monotonic() - last_flush >= self.flush_seconds:
+                    last_flush = time.monotonic()
+                    _commit(writer)
+                self.message_counts[topic] = self.message_counts.get(topic, 0) + 1
+            writer.close()
+        except BaseException as exc:  # kept and raised by close(): the writing thread must not vanish
+            self._error = exc
+            log.error("recording %s failed: %s", self.path, exc)
+            with contextlib.suppress(Exception):
+                writer.abort()
+
+
+def _commit(writer: Writer) -> None:
+    """Commit the sqlite3 transaction now and then so a killed process keeps its data."""
+    connection = getattr(writer.storage, "conn", None)  # only the sqlite3 storage has one
+    if connection is not None:
+        connection.commit()
+
+
+def ros_type_name(message: Any) -> str:
+    """'sensor_msgs/msg/JointState' for an rclpy message object (read from its generated class)."""
+    cls = type(message)
+    package = cls.__module__.split(".")[0]
+    return f"{package}/msg/{cls.__name__}"

@@ -20,6 +20,7 @@ __all__ = [
     "CommandStream",
     "JointStateStream",
     "PointStream",
+    "Sink",
 ]
 
 
@@ -84,6 +85,25 @@ def _stamp_ns(header: Any) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
+class Sink:
+    """Receive time and message of every message of one topic, in arrival order.
+
+    The read loop appends to `receive_ns` and `messages` directly (two list appends per message, no
+    method call): everything else happens once per topic in `finish()`.
+    """
+
+    def __init__(self) -> None:
+        self.receive_ns: list[int] = []
+        self.messages: list[Any] = []
+
+    def add(self, receive_ns: int, msg: Any) -> None:
+        self.receive_ns.append(receive_ns)
+        self.messages.append(msg)
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
 def _count(dropped: dict[str, int], reason: str, n: int = 1) -> None:
     if n:
         dropped[reason] = dropped.get(reason, 0) + n
@@ -106,24 +126,12 @@ def _column(arrays: list[np.ndarray], width: int) -> np.ndarray:
     return out
 
 
-class JointStateSink:
+class JointStateSink(Sink):
     """Collects JointState messages; joints are matched by name, never by position in the message."""
 
-    def __init__(self) -> None:
-        self.receive_ns: list[int] = []
-        self.header_ns: list[int] = []
-        self.names: list[list[str]] = []
-        self.positions: list[np.ndarray] = []
-        self.velocities: list[np.ndarray] = []
-        self.efforts: list[np.ndarray] = []
-
-    def add(self, receive_ns: int, msg: Any) -> None:
-        self.receive_ns.append(receive_ns)
-        self.header_ns.append(_stamp_ns(msg.header))
-        self.names.append(msg.name)
-        self.positions.append(msg.position)
-        self.velocities.append(msg.velocity)
-        self.efforts.append(msg.effort)
+    @property
+    def names(self) -> list[list[str]]:
+        return [m.name for m in self.messages]
 
     def finish(self, joint_names: tuple[str, ...] | None = None) -> JointStateStream:
         """Columns in `joint_names` order (default: the first message's names).
@@ -133,14 +141,16 @@ class JointStateSink:
         """
         dropped: dict[str, int] = {}
         order = _sorted(self.receive_ns)
+        msgs = self.messages
         if joint_names is None:
-            joint_names = tuple(self.names[order[0]]) if len(order) else ()
+            joint_names = tuple(msgs[order[0]].name) if len(order) else ()
         width = len(joint_names)
         keep: list[int] = []
         rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         index_cache: dict[tuple[str, ...], list[int] | None] = {}
         for i in order:
-            key = tuple(self.names[i])
+            msg = msgs[i]
+            key = tuple(msg.name)
             if key not in index_cache:
                 have = {n: k for k, n in enumerate(key)}
                 index_cache[key] = (
@@ -150,7 +160,7 @@ class JointStateSink:
             if index is None:
                 _count(dropped, "missing_joints")
                 continue
-            position, velocity, effort = self.positions[i], self.velocities[i], self.efforts[i]
+            position, velocity, effort = msg.position, msg.velocity, msg.effort
             if len(position) != len(key):
                 _count(dropped, "malformed")
                 continue
@@ -164,7 +174,7 @@ class JointStateSink:
             )
             keep.append(i)
         receive = np.asarray(self.receive_ns, dtype=np.int64)[keep]
-        header = np.asarray(self.header_ns, dtype=np.int64)[keep]
+        header = np.fromiter((_stamp_ns(msgs[i].header) for i in keep), dtype=np.int64, count=len(keep))
         if rows:
             positions = np.stack([r[0] for r in rows]).astype(np.float64, copy=False)
             velocities = _column([r[1] for r in rows], width)
@@ -174,58 +184,42 @@ class JointStateSink:
         return JointStateStream(receive, header, tuple(joint_names), positions, velocities, efforts, dropped)
 
 
-class Float64MultiArraySink:
+class Float64MultiArraySink(Sink):
     """Collects Float64MultiArray commands (data in the contract's joint order)."""
-
-    def __init__(self) -> None:
-        self.receive_ns: list[int] = []
-        self.data: list[np.ndarray] = []
-
-    def add(self, receive_ns: int, msg: Any) -> None:
-        self.receive_ns.append(receive_ns)
-        self.data.append(msg.data)
 
     def finish(self, width: int | None = None) -> CommandStream:
         """Commands of `width` entries (default: the most common length); others dropped and counted."""
         dropped: dict[str, int] = {}
         order = _sorted(self.receive_ns)
-        lengths = np.fromiter((len(d) for d in self.data), dtype=np.int64, count=len(self.data))
+        data_list = [m.data for m in self.messages]
+        lengths = np.fromiter((len(d) for d in data_list), dtype=np.int64, count=len(data_list))
         if width is None:
             width = int(np.bincount(lengths).argmax()) if len(lengths) else 0
         keep = [i for i in order if lengths[i] == width]
         _count(dropped, "wrong_length", len(order) - len(keep))
-        data = np.stack([self.data[i] for i in keep]) if keep else np.zeros((0, width))
+        data = np.stack([data_list[i] for i in keep]) if keep else np.zeros((0, width))
         receive = np.asarray(self.receive_ns, dtype=np.int64)[keep]
         return CommandStream(receive, None, data.astype(np.float64, copy=False), dropped)
 
 
-class JointTrajectorySink:
+class JointTrajectorySink(Sink):
     """Collects JointTrajectory commands: the first point's positions, matched by joint name.
 
     A position controller streaming one-point trajectories is the common case; multi-point
     trajectories are reduced to their first point (what the controller is asked to reach next).
     """
 
-    def __init__(self) -> None:
-        self.receive_ns: list[int] = []
-        self.names: list[list[str]] = []
-        self.positions: list[np.ndarray | None] = []
-
-    def add(self, receive_ns: int, msg: Any) -> None:
-        self.receive_ns.append(receive_ns)
-        self.names.append(msg.joint_names)
-        self.positions.append(msg.points[0].positions if msg.points else None)
-
     def finish(self, joint_names: tuple[str, ...] | None = None) -> CommandStream:
         dropped: dict[str, int] = {}
         order = _sorted(self.receive_ns)
+        msgs = self.messages
         if joint_names is None:
-            joint_names = tuple(self.names[order[0]]) if len(order) else ()
+            joint_names = tuple(msgs[order[0]].joint_names) if len(order) else ()
         keep: list[int] = []
         rows: list[np.ndarray] = []
         for i in order:
-            positions = self.positions[i]
-            names = self.names[i]
+            names = msgs[i].joint_names
+            positions = msgs[i].points[0].positions if msgs[i].points else None
             if positions is None:
                 _count(dropped, "no_points")
                 continue
@@ -242,28 +236,17 @@ class JointTrajectorySink:
         return CommandStream(receive, tuple(joint_names), data, dropped)
 
 
-class PointStampedSink:
+class PointStampedSink(Sink):
     """Collects PointStamped messages (goals)."""
-
-    def __init__(self) -> None:
-        self.receive_ns: list[int] = []
-        self.header_ns: list[int] = []
-        self.points: list[tuple[float, float, float]] = []
-
-    def add(self, receive_ns: int, msg: Any) -> None:
-        self.receive_ns.append(receive_ns)
-        self.header_ns.append(_stamp_ns(msg.header))
-        point = msg.point
-        self.points.append((point.x, point.y, point.z))
 
     def finish(self) -> PointStream:
         order = _sorted(self.receive_ns)
-        points = np.asarray(self.points, dtype=np.float64).reshape(-1, 3)[order]
-        return PointStream(
-            np.asarray(self.receive_ns, dtype=np.int64)[order],
-            np.asarray(self.header_ns, dtype=np.int64)[order],
-            points,
+        msgs = self.messages
+        points = np.asarray([(m.point.x, m.point.y, m.point.z) for m in msgs], dtype=np.float64).reshape(
+            -1, 3
         )
+        header = np.fromiter((_stamp_ns(m.header) for m in msgs), dtype=np.int64, count=len(msgs))
+        return PointStream(np.asarray(self.receive_ns, dtype=np.int64)[order], header[order], points[order])
 
 
 # ROS type -> sink class, for the message types the converter understands.

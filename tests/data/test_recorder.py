@@ -103,6 +103,8 @@ store = messages.typestore("kilted")
 rec = BagRecorder(sys.argv[1], storage=sys.argv[2], flush_seconds=0.0).open()
 for i in range(int(sys.argv[3])):
     rec.write("/joint_states", messages.joint_state(store, i, ["a"], [float(i)]), 1000 + i)
+while rec.message_counts.get("/joint_states", 0) < int(sys.argv[3]):  # written by the writer thread
+    time.sleep(0.01)
 os._exit(0)  # killed: no close(), no metadata.yaml, no MCAP summary
 """
 
@@ -125,3 +127,24 @@ def test_bag_of_a_killed_recorder_is_still_read(tmp_path, storage, count):
         assert bag.report.partial and "salvaged" in notes
         assert 0 < len(states) < count
         assert np.array_equal(states.positions[:, 0], np.arange(len(states)))
+
+
+def test_rclpy_serialised_messages_with_alignment_padding_read_back(tmp_path):
+    """Fast-CDR pads to 8 bytes; rosbags' own deserialize_cdr rejects that, our reader must not."""
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import JointState
+
+    from mpo_ros.data.recorder import ros_type_name
+
+    msg = JointState()
+    msg.name = ["shoulder", "elbow"]
+    msg.position = [0.1, 0.2]
+    msg.velocity = [0.0, 0.1]
+    raw = bytes(serialize_message(msg))
+    path = tmp_path / "bag"
+    with BagRecorder(path, storage="sqlite3") as rec:
+        rec.write_serialized("/joint_states", ros_type_name(msg), raw, 1)
+    with open_bag(path) as bag:
+        states = read_streams(bag, ["/joint_states"])["/joint_states"].finish()
+        assert not bag.report.decode_errors
+    assert states.names == ("shoulder", "elbow") and np.allclose(states.positions, [[0.1, 0.2]])
