@@ -35,6 +35,7 @@ import torch
 from mpo_ros.config import add_arguments as _add_config_arguments
 from mpo_ros.config import from_args, option, save_yaml, to_dict
 from mpo_ros.errors import CheckpointError, ConfigError
+from mpo_ros.mpo.abm import ABMConfig
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner, metrics_to_floats, tune_cpu_allocator
 from mpo_ros.mpo.policy import CHECKPOINT_NAME, load_checkpoint
 from mpo_ros.replay import ReplayBuffer
@@ -46,7 +47,7 @@ CHECKPOINT_FORMAT = 1
 
 
 @dataclasses.dataclass
-class TrainConfig(MPOConfig):
+class TrainConfig(MPOConfig, ABMConfig):
     """Training-loop options (the algorithm's options are inherited from :class:`MPOConfig`)."""
 
     env: str = option("Hopper-v5", "gymnasium environment id (e.g. Hopper-v5, mpo_ros_sim:Arm2Reach-v0)")
@@ -76,6 +77,20 @@ class TrainConfig(MPOConfig):
     max_episode_steps: int | None = option(None, "override the environment's time limit (None: keep it)")
     threads: int = option(0, "torch intra-op threads (0: leave torch's default)")
     progress: bool = option(True, "show a tqdm progress bar")
+    # Logged data (mpo_ros/data/training.py): datasets from `mpo-ros bag2data`, alone or mixed with --env.
+    data: list[str] = option([], "datasets from `mpo-ros bag2data` to train from (data/<name> ...)")  # noqa: RUF009
+    data_ratio: float = option(
+        1.0,
+        "fraction of each batch drawn from --data: 1 trains offline from the datasets alone (--steps then "
+        "counts learner updates; evaluation in the datasets' robot env); below 1 mixes with --env rollouts "
+        "(RLPD: 0.5)",
+    )
+    behaviour_prior: str = option(
+        "auto",
+        "E-step prior: 'abm' (advantage-weighted behaviour model, mpo/abm.py), 'none' (pi_old, plain MPO), "
+        "'auto' (abm when training offline, none otherwise)",
+        choices=("auto", "abm", "none"),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -308,6 +323,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training; returns the final evaluation and counters."""
     out = Path(config.out)
     ckpt_dir = out / "checkpoints"
+    if config.data and config.data_ratio >= 1.0:
+        from mpo_ros.data.training import train_offline
+
+        return train_offline(config)
     checkpoint = _load_for_resume(config, ckpt_dir)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -322,6 +341,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     learner = MPOLearner(obs_dim, act_dim, MPOConfig.from_any(config))
     replay = ReplayBuffer(config.replay_capacity, obs_dim, act_dim, seed=config.seed)
+    sampler, prior = None, None
+    if config.data:
+        from mpo_ros.data.training import mixed_sources
+
+        sampler, prior = mixed_sources(config, learner, replay)
     loop = _Loop(
         next_eval=config.eval_every, next_checkpoint=config.checkpoint_every, next_log=config.log_every
     )
@@ -341,7 +365,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     save_yaml(config, out / "config.yaml")
     sink = _MetricsSink(out, learner.metric_names(), loop.step if checkpoint is not None else None)
     try:
-        _run_loop(config, env, eval_env, learner, replay, loop, sink, ckpt_dir)
+        _run_loop(config, env, eval_env, learner, replay, loop, sink, ckpt_dir, sampler, prior)
     except KeyboardInterrupt:
         log.warning("interrupted at step %d: writing a checkpoint (resume with --resume)", loop.step)
         _save_checkpoint(ckpt_dir, config, learner, replay, loop, env)
@@ -377,7 +401,10 @@ def _run_loop(
     loop: _Loop,
     sink: _MetricsSink,
     ckpt_dir: Path,
+    sampler: Any = None,
+    prior: Any = None,
 ) -> None:
+    """``sampler``: a MixedReplay over ``replay`` and logged data (--data); ``prior``: an ABMPrior to update."""
     from tqdm import tqdm
 
     act_dim = learner.act_dim
@@ -424,7 +451,10 @@ def _run_loop(
 
         if loop.step >= config.warmup_steps:
             for _ in range(config.updates_per_step):
-                metrics = learner.update(replay.sample(config.batch_size, config.n_step))
+                batch = (sampler or replay).sample(config.batch_size, config.n_step)
+                if prior is not None:
+                    prior.update(batch)
+                metrics = learner.update(batch)
         bar.update(1)
 
         if loop.step >= loop.next_log:
