@@ -75,12 +75,17 @@ class SimNodeConfig:
     extra_joint: str = option("", "publish an additional, unknown joint with this name (tests)")
     drop_joint: str = option("", "leave this contract joint out of /joint_states (tests of the fault path)")
     result_file: str = option("", "write the reach summary as JSON here (at goal changes and shutdown)")
+    record: str = option(
+        "", "record every topic of this node into a new rosbag2 directory here (mpo_ros.data)"
+    )
+    record_storage: str = option("mcap", "storage plugin of --record", choices=("mcap", "sqlite3"))
 
     def validate(self) -> None:
         for name, allowed in (
             ("randomize", RANDOMIZE_CHOICES),
             ("command_type", COMMAND_TYPE_CHOICES),
             ("joint_order", JOINT_ORDER_CHOICES),
+            ("record_storage", ("mcap", "sqlite3")),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
@@ -219,6 +224,7 @@ def _make_node_class() -> type:
             if cfg.extra_joint:
                 self._names.append(cfg.extra_joint)
             self.taps: list[Callable[[str, Any], None]] = []
+            self.recorder = _attach_recorder(self) if cfg.record else None
             self.scorer = ReachScorer(self.spec.task.success_threshold)
             self._goal: np.ndarray | None = None
             self._next_goal_time = 0.0
@@ -347,6 +353,8 @@ def _make_node_class() -> type:
         def finish(self) -> dict[str, Any]:
             """Stop the physics, log and write the summary."""
             self.stop()
+            if self.recorder is not None:
+                self.recorder.close()  # after the physics stopped: the bag is complete and valid
             summary = self.summary()
             reach = summary["reach"]
             # Python logging: at shutdown the rclpy context (and with it /rosout) may be gone already.
@@ -377,6 +385,22 @@ def sim_node_class() -> type:
     if _NODE_CLASS is None:
         _NODE_CLASS = _make_node_class()
     return _NODE_CLASS
+
+
+def _attach_recorder(node: Any) -> Any:
+    """Record every tapped message (CDR bytes, ROS type, receive time on the node's clock)."""
+    from rclpy.serialization import serialize_message
+
+    from mpo_ros.data.recorder import BagRecorder, ros_type_name
+
+    recorder = BagRecorder(node.config.record, storage=node.config.record_storage).open()
+    clock = node.get_clock()
+
+    def record(topic: str, msg: Any) -> None:
+        recorder.write_serialized(topic, ros_type_name(msg), serialize_message(msg), clock.now().nanoseconds)
+
+    node.add_tap(record)
+    return recorder
 
 
 def spin_node(parameter_overrides: list[Any] | None = None, ros_args: list[str] | None = None) -> int:
