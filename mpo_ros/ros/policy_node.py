@@ -5,18 +5,29 @@ Run it as ``ros2 run mpo_ros policy_node --ros-args -p policy:=models/arm2_reach
 robot contract (joint names and order, limits, control rate, observation layout) rides in its
 metadata, and a file without one is refused.
 
-Why a dedicated thread and not an rclpy timer for the control loop (``loop: thread``, the default):
-an rclpy timer in a SingleThreadedExecutor fires only when the executor gets round to it, after any
-callbacks that are ready at the same time (a /joint_states message arrives every period), and its
-wake-up goes through the rcl wait set; measured on this machine at 500 Hz the timer's p99 period
-jitter is ~250 us against ~20-50 us for a thread that sleeps to absolute deadlines and spins the last
-``spin_margin`` (see mpo_ros/rate.py and benchmarks/ros_loop.py for the figures). The thread only
-reads the newest sample the callbacks stored and publishes; rclpy publishers are thread-safe. Choose
-``loop: timer`` with ``use_sim_time`` (timers follow /clock, the thread follows the wall clock).
-``loop: joint_state`` runs the step inside the /joint_states callback instead (the rate is then the
-robot's publishing rate, like a ros2_control controller updated after each read): the lowest
-/joint_states -> command latency, no fixed period of its own; a timer keeps holds going if the
-messages stop.
+How the loop holds its period (``loop``), chosen by measurement (benchmarks/ros_loop.py, results in
+benchmarks/results/ros_loop.json; 2-vCPU VM shared with training jobs, load average 3-4):
+
+- ``timer``: an rclpy timer fires only when the executor gets round to it, behind whatever callbacks
+  are ready (a /joint_states message arrives every period); it also drops ticks when late. The node
+  on it reached 403 Hz of 500 and 990 of 1000, p99 period jitter 0.5-6 ms.
+- ``thread``: a dedicated thread keeps absolute deadlines (mpo_ros/rate.py: sleep, then poll the
+  clock for the last ``spin_margin``) while the executor thread runs callbacks. Every tick must win
+  the GIL back from the executor thread, and under SCHED_FIFO that hand-over inverts priorities (the
+  real-time thread waits for a normal-priority one): p99 3.6-5 ms here.
+- ``single_thread`` (default): the same deadline loop runs the executor itself in the waiting time
+  (``executor.spin_once`` with the time left, none started within 300 us of a deadline), so one
+  thread owns the GIL and there is nothing to hand over. With ``realtime_priority`` (default 50,
+  SCHED_FIFO, as ros2_control's controller manager does; refused without CAP_SYS_NICE / rtprio, then
+  logged and run at normal priority) it was the only mechanism that held the period on the loaded
+  machine: p99 period jitter 9.6 us at 500 Hz and 0.7 us at 1 kHz, rate within 0.05 % / 0.17 %
+  (the remaining misses are multi-ms stalls of the virtual CPU itself, max 6-7 ms).
+- ``joint_state``: the step runs inside the /joint_states callback (rate = the robot's publishing
+  rate, like a ros2_control controller updated after each read): the lowest /joint_states -> command
+  latency, no period of its own; a timer keeps holds going if the messages stop.
+
+Choose ``loop: timer`` with ``use_sim_time`` (timers follow /clock; the deadline loops follow the
+wall clock). rclpy publishers are thread-safe, so the ``thread`` mode publishes from its own thread.
 
 Safety (rules in mpo_ros/supervisor.py): the node starts disabled and holds the measured position;
 ``/mpo_policy/enable`` (std_srvs/SetBool) enables it, ``false`` is the software e-stop; a watchdog
@@ -106,11 +117,13 @@ class PolicyNodeConfig:
     on_stale: str = option(
         "hold", "on stale /joint_states: hold the last command or stop publishing", choices=ON_STALE_CHOICES
     )
-    loop: str = option("thread", "control loop mechanism (see the module docstring)", choices=LOOP_CHOICES)
+    loop: str = option(
+        "single_thread", "control loop mechanism (see the module docstring)", choices=LOOP_CHOICES
+    )
     wait: str = option("sleep_spin", "thread loop: how to wait for a deadline", choices=WAIT_STRATEGIES)
     spin_margin: float = option(1e-4, "thread loop, sleep_spin: busy-wait this long (s) before a deadline")
     realtime_priority: int = option(
-        0, "SCHED_FIFO priority (1-99) of the control loop thread; 0 = normal scheduling"
+        50, "SCHED_FIFO priority (1-99) of the control loop thread, if permitted; 0 = normal scheduling"
     )
     diagnostics_period: float = option(1.0, "seconds between /diagnostics messages")
 
