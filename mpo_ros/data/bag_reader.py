@@ -17,6 +17,7 @@ Everything it noticed lands in a `BagReport`, which the converter stores in the 
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -187,26 +188,47 @@ def _open_files(files: list[Path], report: BagReport) -> tuple[list[_Storage], l
     return storages, connections
 
 
-def _typestore_for(connections: Iterable[Connection], base: Typestore) -> Typestore:
-    """The base distro's types, overridden by the definitions the bag stores (they describe its bytes)."""
-    types = dict(base.fielddefs)
+def _typestore_for(connections: list[Connection], base: Typestore) -> Typestore:
+    """The definitions the bag stores (they describe its bytes), the distro's for the rest.
+
+    The common cases reuse one typestore: a bag without stored definitions (metadata v5) decodes
+    with the cached distro typestore itself, so its generated deserialisers are built once per
+    process; a bag storing every definition gets a store of just those (as rosbags' AnyReader does).
+    Only a mix pays for a merged copy of the distro's types.
+    """
+    stored: dict[str, Any] = {}
     for connection in connections:
         definition = connection.msgdef
         try:
             if definition.format == MessageDefinitionFormat.MSG:
-                types.update(get_types_from_msg(definition.data, connection.msgtype))
+                stored.update(get_types_from_msg(definition.data, connection.msgtype))
             elif definition.format == MessageDefinitionFormat.IDL:
                 separator = "=" * 80 + "\n"
                 for part in definition.data.split(separator):
                     if part.startswith("IDL: "):
-                        types.update(get_types_from_idl(part.split("\n", 1)[1]))
+                        stored.update(get_types_from_idl(part.split("\n", 1)[1]))
                     elif part.strip():
-                        types.update(get_types_from_idl(part))
+                        stored.update(get_types_from_idl(part))
         except Exception as exc:  # a broken stored definition: fall back to the distro's
             log.warning("ignoring unparsable stored definition of %s: %s", connection.msgtype, exc)
+    if not stored:
+        return base
+    missing = {c.msgtype for c in connections} - set(stored)
+    types = {**base.fielddefs, **stored} if missing else stored
+    key = repr(sorted(types.items())) if not missing else None
+    if key is not None and key in _STORED_CACHE:
+        return _STORED_CACHE[key]
     store = get_typestore(Stores.EMPTY)
     store.register(types)
+    if key is not None:
+        if len(_STORED_CACHE) > 32:
+            _STORED_CACHE.clear()
+        _STORED_CACHE[key] = store
     return store
+
+
+# Typestores built from stored definitions, by their definitions: recordings of one robot share them.
+_STORED_CACHE: dict[str, Typestore] = {}
 
 
 def _undecodable_reason(store: Typestore, msgtype: str) -> str | None:
@@ -306,6 +328,10 @@ class OpenBag:
                 for c in chosen
             }
             before = {t: len(sinks[t]) for t in wanted}
+            # Keeping every decoded message alive makes the cyclic GC rescan them over and over
+            # (half the read time on a large bag); none of them holds a cycle, so pause it.
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
             try:
                 for connection, timestamp, raw in storage.messages(chosen):
                     msgtype, add_time, add_message, topic = targets[connection.id]
@@ -319,6 +345,8 @@ class OpenBag:
             except Exception as exc:
                 self._stopped(storage, exc)
             finally:
+                if gc_was_enabled:
+                    gc.enable()
                 self._count_read({t: len(sinks[t]) - before[t] for t in wanted})
 
     def _decodable(self, topics: Iterable[str]) -> set[str]:

@@ -10,6 +10,9 @@ recording). Header stamps are kept alongside: on simulators they are sim time an
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +112,18 @@ def _count(dropped: dict[str, int], reason: str, n: int = 1) -> None:
         dropped[reason] = dropped.get(reason, 0) + n
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Bulk array building allocates many objects and no cycles: the cyclic GC only slows it down."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _sorted(receive_ns: list[int]) -> np.ndarray:
     """Stable order by receive time (multi-file bags are read file by file)."""
     times = np.asarray(receive_ns, dtype=np.int64)
@@ -138,50 +153,51 @@ class JointStateSink(Sink):
 
         Messages lacking one of those joints, or whose position count does not match their names,
         are dropped and counted; velocity/effort vectors that are empty or the wrong length are NaN.
+        Work is per distinct name list (one in a normal recording), vectorised within it.
         """
+        with _gc_paused():
+            return self._finish(joint_names)
+
+    def _finish(self, joint_names: tuple[str, ...] | None) -> JointStateStream:
         dropped: dict[str, int] = {}
-        order = _sorted(self.receive_ns)
         msgs = self.messages
+        count = len(msgs)
+        order = _sorted(self.receive_ns)
         if joint_names is None:
-            joint_names = tuple(msgs[order[0]].name) if len(order) else ()
+            joint_names = tuple(msgs[order[0]].name) if count else ()
         width = len(joint_names)
-        keep: list[int] = []
-        rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        index_cache: dict[tuple[str, ...], list[int] | None] = {}
-        for i in order:
-            msg = msgs[i]
-            key = tuple(msg.name)
-            if key not in index_cache:
-                have = {n: k for k, n in enumerate(key)}
-                index_cache[key] = (
-                    [have[n] for n in joint_names] if all(n in have for n in joint_names) else None
-                )
-            index = index_cache[key]
-            if index is None:
-                _count(dropped, "missing_joints")
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, message in enumerate(msgs):
+            groups.setdefault(tuple(message.name), []).append(i)
+        columns = {f: np.full((count, width), np.nan) for f in ("position", "velocity", "effort")}
+        valid = np.zeros(count, dtype=bool)
+        for key, rows in groups.items():
+            have = {name: k for k, name in enumerate(key)}
+            if any(name not in have for name in joint_names):
+                _count(dropped, "missing_joints", len(rows))
                 continue
-            position, velocity, effort = msg.position, msg.velocity, msg.effort
-            if len(position) != len(key):
-                _count(dropped, "malformed")
-                continue
-            identity = index == list(range(len(key)))
-            rows.append(
-                (
-                    position if identity else position[index],
-                    (velocity if identity else velocity[index]) if len(velocity) == len(key) else np.zeros(0),
-                    (effort if identity else effort[index]) if len(effort) == len(key) else np.zeros(0),
-                )
-            )
-            keep.append(i)
-        receive = np.asarray(self.receive_ns, dtype=np.int64)[keep]
+            cols = [have[name] for name in joint_names]
+            index = np.asarray(rows)
+            for name, out in columns.items():
+                values = [getattr(msgs[i], name) for i in rows]
+                full = np.fromiter(map(len, values), dtype=np.int64, count=len(values)) == len(key)
+                if full.any():
+                    stacked = np.stack([v for v, ok in zip(values, full, strict=True) if ok])
+                    out[index[full]] = stacked[:, cols]
+                if name == "position":
+                    _count(dropped, "malformed", int((~full).sum()))
+                    valid[index[full]] = True
+        keep = order[valid[order]]
         header = np.fromiter((_stamp_ns(msgs[i].header) for i in keep), dtype=np.int64, count=len(keep))
-        if rows:
-            positions = np.stack([r[0] for r in rows]).astype(np.float64, copy=False)
-            velocities = _column([r[1] for r in rows], width)
-            efforts = _column([r[2] for r in rows], width)
-        else:
-            positions = velocities = efforts = np.zeros((0, width))
-        return JointStateStream(receive, header, tuple(joint_names), positions, velocities, efforts, dropped)
+        return JointStateStream(
+            np.asarray(self.receive_ns, dtype=np.int64)[keep],
+            header,
+            tuple(joint_names),
+            columns["position"][keep],
+            columns["velocity"][keep],
+            columns["effort"][keep],
+            dropped,
+        )
 
 
 class Float64MultiArraySink(Sink):

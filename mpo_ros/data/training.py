@@ -89,7 +89,7 @@ def observe_datasets(learner: MPOLearner, datasets: list[Dataset], chunk: int = 
     """Feed the observations of the data to the learner's normaliser (in chunks: datasets may be mmapped)."""
     for dataset in datasets:
         for start in range(0, len(dataset), chunk):
-            learner.observe(np.asarray(dataset.observations[start : start + chunk]))
+            learner.observe(np.array(dataset.observations[start : start + chunk]))  # writable copy for torch
 
 
 def dataset_env_id(datasets: list[Dataset]) -> str:

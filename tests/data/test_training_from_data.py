@@ -1,0 +1,111 @@
+"""`mpo-ros train --data`: offline from a converted bag, and mixed with simulation (short runs)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from mpo_ros import cli
+from mpo_ros.data.convert import Bag2DataConfig, convert_bags
+from mpo_ros.data.dataset import load_dataset
+from mpo_ros.data.scripted import record_scripted_bag
+from mpo_ros.data.training import data_replay, fill_replay, load_datasets
+from mpo_ros.errors import ConfigError, DatasetError
+from mpo_ros.mpo.policy import load_policy
+from mpo_ros.replay import ReplayBuffer
+from mpo_ros.train import TrainConfig, train
+
+torch.set_num_threads(1)
+SMALL = ["--policy-hidden", "32", "32", "--critic-hidden", "32", "32", "--batch-size", "64", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def behaviour(tmp_path_factory, arm2):
+    tmp = tmp_path_factory.mktemp("behaviour")
+    record_scripted_bag(arm2, tmp / "bag", episodes=6, seed=11)
+    path, _ = convert_bags(
+        Bag2DataConfig(bags=[str(tmp / "bag")], robot="arm2", out=str(tmp / "ds"), progress=False)
+    )
+    return path
+
+
+def test_episodes_enter_the_replay_whole(behaviour):
+    dataset = load_dataset(behaviour)
+    replay = ReplayBuffer(len(dataset), dataset.obs_dim, dataset.act_dim)
+    assert fill_replay(replay, dataset) == dataset.num_episodes
+    assert len(replay) == len(dataset)
+    assert np.array_equal(replay.observations[: len(dataset)], dataset.observations)
+    assert np.array_equal(replay.next_observations[: len(dataset)], dataset.next_observations)
+    starts = set(dataset.episode_starts.tolist())
+    ids = replay.episode_ids[: len(dataset)]
+    assert all((ids[i] != ids[i - 1]) == (i in starts) for i in range(1, len(dataset)))
+    # n-step sequences never cross an episode boundary.
+    batch = data_replay([dataset], seed=0).sample(256, 5)
+    assert batch.mask.shape == (256, 5) and np.all(np.diff(batch.mask, axis=1) <= 0)
+
+
+def test_datasets_of_different_robots_are_refused(behaviour, tmp_path):
+    from mpo_ros.data.dataset import write_dataset
+
+    with pytest.raises(DatasetError, match="at least one dataset"):
+        load_datasets([])
+    other = {
+        "observations": np.zeros((4, 3)),
+        "actions": np.zeros((4, 1)),
+        "rewards": np.zeros(4),
+        "next_observations": np.zeros((4, 3)),
+        "terminated": np.zeros(4, bool),
+        "truncated": np.array([False, False, False, True]),
+        "success": np.zeros(4, bool),
+        "timestamps": np.arange(4),
+        "episode_starts": np.array([0]),
+    }
+    write_dataset(tmp_path / "other", other, {"robot_spec": None})
+    with pytest.raises(DatasetError, match="obs/act dims"):
+        load_datasets([str(behaviour), str(tmp_path / "other")])
+
+
+@pytest.mark.slow
+def test_offline_training_writes_a_loadable_policy_with_abm_metrics(behaviour, tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(behaviour), "--steps", "60", "--out", str(out), "--eval-every", "0",
+            "--eval-episodes", "2", "--log-every", "20", "--progress", "false", *SMALL]  # fmt: skip
+    assert cli.main(argv) == 0
+    module, metadata = load_policy(out)
+    assert metadata["env_id"] == "mpo_ros_sim:Arm2Reach-v0" and metadata["robot_spec_json"]
+    obs = torch.as_tensor(load_dataset(behaviour).observations[:5])
+    actions = module(obs)
+    assert actions.shape == (5, 2) and torch.all(actions.abs() <= 1.0)
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert any(r.get("abm/weight_mean") for r in rows) and any(r.get("eval/return") for r in rows)
+    # Plain MPO (no prior) is one flag away, and has no ABM metrics.
+    plain = tmp_path / "plain"
+    assert cli.main([*argv[:6], str(plain), *argv[7:], "--behaviour-prior", "none"]) == 0
+    assert not any(r.get("abm/weight_mean") for r in csv.DictReader((plain / "metrics.csv").open()))
+
+
+@pytest.mark.slow
+def test_mixed_training_draws_half_of_each_batch_from_the_data(behaviour, tmp_path, monkeypatch):
+    from mpo_ros.replay import MixedReplay
+
+    seen: list[list[int]] = []
+    original = MixedReplay.sample
+
+    def spy(self, batch_size, length):
+        seen.append(self.counts(batch_size))
+        return original(self, batch_size, length)
+
+    monkeypatch.setattr(MixedReplay, "sample", spy)
+    config = TrainConfig(
+        env="mpo_ros_sim:Arm2Reach-v0", data=[str(behaviour)], data_ratio=0.5, steps=150, warmup_steps=100,
+        out=str(tmp_path / "mixed"), eval_every=0, eval_episodes=1, log_every=50, progress=False,
+        policy_hidden=[32], critic_hidden=[32], batch_size=64, threads=1, checkpoint_every=0,
+    )  # fmt: skip
+    result = train(config)
+    assert result["step"] == 150 and result["updates"] == 51  # updates from step 100 on
+    assert seen and all(counts == [32, 32] for counts in seen)
+    with pytest.raises(ConfigError, match="data-ratio"):
+        train(TrainConfig(**{**config.__dict__, "data_ratio": 0.0, "out": str(tmp_path / "bad")}))
