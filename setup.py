@@ -26,7 +26,7 @@ setup(
         "mpo_ros_sim",
     ],
     package_dir={"mpo_ros_sim": "sim"},
-    package_data={PACKAGE: ["py.typed"], "mpo_ros_sim": ["profiles/*.yaml"]},
+    package_data={PACKAGE: ["py.typed"], "mpo_ros_sim": ["profiles/*.yaml", "recipes/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

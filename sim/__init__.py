@@ -15,10 +15,13 @@ if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
     os.environ["MUJOCO_GL"] = "osmesa"
     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
-__all__ = ["ENV_IDS", "env_id_for_robot"]
+__all__ = ["ENV_IDS", "RANDOMIZED_ENV_IDS", "env_id_for_robot"]
 
-# gymnasium id (without the module prefix) -> robot name in models/.
+# gymnasium id (without the module prefix) -> robot name in models/ (nominal dynamics).
 ENV_IDS = {"Arm2Reach-v0": "arm2", "Arm6Reach-v0": "arm6"}
+# The same tasks under the training randomisation profile, for `mpo-ros train --env <id>`, which
+# passes no constructor arguments (sim/profiles/train.yaml).
+RANDOMIZED_ENV_IDS = {"Arm2ReachRandomized-v0": "arm2", "Arm6ReachRandomized-v0": "arm6"}
 
 
 def env_id_for_robot(robot: str) -> str:
@@ -34,9 +37,14 @@ def _register() -> None:
         from gymnasium.envs.registration import register, registry
     except ImportError:  # a robot-side install without gymnasium still gets RobotSim
         return
-    for env_id, robot in ENV_IDS.items():
-        if env_id not in registry:
-            register(id=env_id, entry_point="mpo_ros_sim.reach_env:RobotReachEnv", kwargs={"robot": robot})
+    for ids, randomize in ((ENV_IDS, "none"), (RANDOMIZED_ENV_IDS, "train")):
+        for env_id, robot in ids.items():
+            if env_id not in registry:
+                register(
+                    id=env_id,
+                    entry_point="mpo_ros_sim.reach_env:RobotReachEnv",
+                    kwargs={"robot": robot, "randomize": randomize},
+                )
 
 
 _register()

@@ -92,7 +92,7 @@ class RobotReachEnv(gym.Env):
             self._goal = tasks.sample_goal(spec, rng, scale=dynamics.goal_scale)
         # The servos hold the start pose: that is the previous command, and its action the last action.
         self._command = self.sim.joint_positions
-        self._last_action = np.clip(observation.command_to_action(spec, self._command), -1.0, 1.0)
+        self._last_action = observation.executed_action(spec, self._command)
         self._steps = 0
         self._place_goal_marker()
         positions, velocities = self.sim.measure()
@@ -111,9 +111,10 @@ class RobotReachEnv(gym.Env):
         self._command = command
         positions, velocities = self.sim.measure()
         ee_position = self.sim.ee_position
-        obs = observation.build_observation(spec, positions, velocities, action, self._goal)
-        reward = float(tasks.reward(spec, ee_position, self._goal, action, self._last_action))
-        self._last_action = action
+        executed = observation.executed_action(spec, command)
+        obs = observation.build_observation(spec, positions, velocities, executed, self._goal)
+        reward = float(tasks.reward(spec, ee_position, self._goal, executed, self._last_action))
+        self._last_action = executed
         self._steps += 1
         truncated = self._steps >= spec.episode_steps
         return obs, reward, False, truncated, self._info(ee_position)

@@ -120,3 +120,10 @@ def test_env_id_for_robot() -> None:
     assert mpo_ros_sim.env_id_for_robot("arm2") == "mpo_ros_sim:Arm2Reach-v0"
     with pytest.raises(KeyError, match="known robots"):
         mpo_ros_sim.env_id_for_robot("arm9")
+
+
+def test_randomized_ids_use_the_training_profile() -> None:
+    env = gym.make("mpo_ros_sim:Arm2ReachRandomized-v0")
+    assert env.unwrapped.sim.profile is not None and env.unwrapped.sim.profile.name == "train"
+    env.close()
+    assert gym.make("mpo_ros_sim:Arm2Reach-v0").unwrapped.sim.profile is None
