@@ -11,14 +11,18 @@ A B C A B C over ``--repeats`` rounds of ``--seconds``:
   its callback: the cost of two DDS hops and two rclpy callbacks, the floor for any Python node;
 - ``policy_node_joint_state``: `mpo-ros serve --loop joint_state`: the full control step (supervisor,
   observation, ONNX policy, safety filter) runs in the /joint_states callback;
-- ``policy_node_thread``: `mpo-ros serve --loop thread` at the same rate: the step waits for the next
-  tick of its own clock, so the figure adds the phase between the two loops (0..1 period, fixed for a
-  run): it is the age of the data a command was computed from, not a transport time.
+- ``policy_node_single_thread``: `mpo-ros serve` with its default loop at the same rate: the step
+  waits for the next tick of its own clock, so the figure adds the phase between the two loops
+  (0..1 period, drifting slowly): it is the age of the data a command was computed from, not a
+  transport time.
+
+Both policy-node contenders run with the node's default ``realtime_priority: 50`` (SCHED_FIFO where
+permitted); the echo node runs at normal priority.
 
 The policy is a tracking policy with the project's 256x256 network inside (its output is scaled by
 1e-7 and added to "command = measured position", so the network runs but the sequence number survives).
 
-Run:  python benchmarks/ros_roundtrip.py [--seconds 10] [--repeats 2] [--rate-hz 500]
+Run:  python benchmarks/ros_roundtrip.py [--seconds 10] [--repeats 3] [--rate-hz 500]
 Writes benchmarks/results/ros_roundtrip.json.
 """
 
@@ -47,7 +51,7 @@ from mpo_ros.ros.processes import NodeProcess, free_domain_id  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "ros_roundtrip.json"
 STEP = 1e-5  # rad per sequence number
-CONTENDERS = ("echo", "policy_node_joint_state", "policy_node_thread")
+CONTENDERS = ("echo", "policy_node_joint_state", "policy_node_single_thread")
 
 
 def echo_main() -> int:
@@ -194,10 +198,11 @@ class Driver:
             self.spin_for(0.2)
         raise RuntimeError(f"could not enable the policy node: {future.result().message}")
 
-    def latencies_us(self) -> np.ndarray:
-        answered = self.received_ns[self.recording_from : self.k] > 0
-        sent = self.sent_ns[self.recording_from : self.k][answered]
-        return (self.received_ns[self.recording_from : self.k][answered] - sent) / 1e3
+    def latencies_us(self, end: int) -> np.ndarray:
+        """Latencies of the states recording_from..end-1 that were answered."""
+        received = self.received_ns[self.recording_from : end]
+        answered = received > 0
+        return (received[answered] - self.sent_ns[self.recording_from : end][answered]) / 1e3
 
     def close(self) -> None:
         self.loop.stop()
@@ -245,9 +250,11 @@ def run_contender(name: str, policy: Path, rate_hz: float, seconds: float, tmp: 
         driver.spin_for(warmup)  # discovery settled, caches warm
         driver.recording_from = driver.k
         driver.spin_for(seconds)
-        sent = driver.k - driver.recording_from
-        latencies = driver.latencies_us()
-        driver.spin_for(0.2)
+        end = driver.k
+        driver.spin_for(0.2)  # answers to the last states still count
+        driver.loop.stop()
+        sent = end - driver.recording_from
+        latencies = driver.latencies_us(end)
     finally:
         driver.close()
         rclpy.shutdown(context=context)
@@ -269,7 +276,7 @@ def run_contender(name: str, policy: Path, rate_hz: float, seconds: float, tmp: 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per contender and round")
-    parser.add_argument("--repeats", type=int, default=2, help="rounds of A B C (order rotated)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of A B C (order rotated)")
     parser.add_argument("--rate-hz", type=float, default=500.0, help="/joint_states rate (and node rate)")
     parser.add_argument("--contenders", nargs="*", default=list(CONTENDERS), choices=CONTENDERS)
     parser.add_argument("--out", default=str(RESULTS))

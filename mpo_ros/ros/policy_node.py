@@ -53,7 +53,7 @@ from mpo_ros.config import add_arguments as add_config_arguments
 from mpo_ros.config import option
 from mpo_ros.errors import ConfigError, PolicyFileError
 from mpo_ros.observation import limit_command
-from mpo_ros.rate import WAIT_STRATEGIES, FixedRateLoop, LatencyWindow, LoopStats
+from mpo_ros.rate import WAIT_STRATEGIES, FixedRateLoop, LatencyWindow, LoopStats, set_realtime_priority
 from mpo_ros.spec import models_dir
 from mpo_ros.supervisor import ON_STALE_CHOICES, Action, SafetyState, Supervisor
 
@@ -309,14 +309,23 @@ def _make_node_class() -> type:
                 if self.config.loop == "thread":
                     self.loop.start()  # single_thread: run() in spin()
             elif self.config.loop == "timer":
+                self._prioritise_this_thread()
                 self.timer_stats = LoopStats(1.0 / self.rate_hz)
                 self.create_timer(1.0 / self.rate_hz, self._tick_from_timer)
             else:
                 # Ticks follow /joint_states; this timer keeps holds (disabled, stale) going when
                 # they stop, and never runs while messages arrive in time.
+                self._prioritise_this_thread()
                 self.timer_stats = LoopStats(1.0 / self.rate_hz)
                 self._last_tick_ns = 0
                 self.create_timer(1.0 / self.rate_hz, self._tick_if_idle)
+
+        def _prioritise_this_thread(self) -> None:
+            """timer / joint_state: the thread that spins the executor runs the step; prioritise it."""
+            if self.config.realtime_priority > 0:
+                problem = set_realtime_priority(self.config.realtime_priority)
+                if problem:
+                    self.get_logger().warning(f"realtime_priority: {problem}")
 
         def spin(self, executor: Any) -> None:
             """`single_thread`: this thread runs callbacks between ticks (see FixedRateLoop idle)."""
