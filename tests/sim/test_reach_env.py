@@ -47,13 +47,17 @@ def test_env_wires_the_contract(env_id: str) -> None:
         )
         obs, reward, terminated, truncated, info = env.step(action)
         np.testing.assert_allclose(info["command"], expected)
+        # last_action is the action the robot executed (the limited command mapped back to [-1, 1]),
+        # so simulation, the robot node and observations rebuilt from bags agree.
+        executed = observation.executed_action(spec, expected)
+        assert np.all(np.abs(executed) < np.abs(action))  # the slew limit bit on this first step
         last_action = [i for i, n in enumerate(names) if n.startswith("last_action/")]
-        np.testing.assert_allclose(obs[last_action], action, rtol=1e-6)
+        np.testing.assert_allclose(obs[last_action], executed, rtol=1e-6)
         assert set(info) >= {"is_success", "distance", "ee_position", "command"}
         assert isinstance(info["is_success"], bool)
         assert info["distance"] == pytest.approx(float(tasks.distance(info["ee_position"], goal)))
         assert reward == pytest.approx(
-            float(tasks.reward(spec, info["ee_position"], goal, action, np.zeros(spec.action_dim)))
+            float(tasks.reward(spec, info["ee_position"], goal, executed, np.zeros(spec.action_dim)))
         )
         assert not terminated and not truncated
     finally:
@@ -127,3 +131,29 @@ def test_randomized_ids_use_the_training_profile() -> None:
     assert env.unwrapped.sim.profile is not None and env.unwrapped.sim.profile.name == "train"
     env.close()
     assert gym.make("mpo_ros_sim:Arm2Reach-v0").unwrapped.sim.profile is None
+
+
+def _arm2_inverse_kinematics(goal: np.ndarray, upper: float = 0.3, fore: float = 0.25) -> np.ndarray:
+    """Closed-form IK of the planar 2-link arm, elbow-left branch (the one the action range covers)."""
+    x, y = goal
+    cos_elbow = (x * x + y * y - upper**2 - fore**2) / (2 * upper * fore)
+    elbow = np.arccos(np.clip(cos_elbow, -1.0, 1.0))
+    shoulder = np.arctan2(y, x) - np.arctan2(fore * np.sin(elbow), upper + fore * np.cos(elbow))
+    return np.array([shoulder, elbow])
+
+
+@pytest.mark.parametrize("randomize", ["none", "heldout"])
+def test_every_arm2_goal_is_reachable_within_the_action_range_and_episode(randomize: str) -> None:
+    """An oracle that commands the IK pose succeeds: the task is solvable as specified, also held-out."""
+    env = gym.make("mpo_ros_sim:Arm2Reach-v0", randomize=randomize).unwrapped
+    spec = env.robot_spec
+    successes = []
+    for episode in range(20):
+        env.reset(seed=episode)
+        action = observation.command_to_action(spec, _arm2_inverse_kinematics(env.goal))
+        assert np.all(np.abs(action) <= 1.0), (env.goal, action)
+        for _ in range(spec.episode_steps):
+            info = env.step(action)[4]
+        successes.append(info["is_success"])
+    env.close()
+    assert all(successes)
