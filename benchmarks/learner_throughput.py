@@ -140,17 +140,22 @@ def run_variant(name: str, args: argparse.Namespace) -> list[float]:
     return [_time_updates(fn, replay, args.updates, args.batch, 5) for _ in range(args.inner_reps)]
 
 
-def measure_updates(args: argparse.Namespace) -> dict[str, Any]:
+def measure_updates(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     """Variants alternate (A B C D A B C D ...), each round in fresh subprocesses."""
     rates: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    env = dict(os.environ)
+    if args.omp_wait_policy:
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
     for _ in range(args.rounds):
         for name in VARIANTS:
-            cmd = [sys.executable, __file__, "--variant", name, "--threads", str(args.threads),
+            cmd = [sys.executable, __file__, "--variant", name, "--threads", str(threads),
                    "--batch", str(args.batch), "--updates", str(args.updates),
                    "--inner-reps", str(args.inner_reps)]  # fmt: skip
-            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
             rates[name] += json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"{name}: {statistics.median(rates[name]):.1f} updates/s so far", file=sys.stderr)
+            print(
+                f"{threads} threads {name}: {statistics.median(rates[name]):.1f} updates/s", file=sys.stderr
+            )
     med = {k: statistics.median(v) for k, v in rates.items()}
     return {
         "updates_per_s_median": med,
@@ -185,7 +190,13 @@ def measure_env(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch threads to measure")
+    parser.add_argument(
+        "--omp-wait-policy",
+        default="PASSIVE",
+        help="OMP_WAIT_POLICY for the measured processes ('' keeps the default): spinning OpenMP threads "
+        "collapse when the CPU is shared with other jobs",
+    )
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--updates", type=int, default=40, help="updates per timed repetition")
     parser.add_argument("--inner-reps", type=int, default=3, help="timed repetitions per subprocess")
@@ -194,23 +205,26 @@ def main() -> int:
     parser.add_argument("--env-seconds", type=float, default=10.0)
     parser.add_argument("--out", default="benchmarks/results/learner_throughput.json")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     if args.variant:
+        torch.set_num_threads(args.threads[0])
         print(json.dumps(run_variant(args.variant, args)))
         return 0
-    updates = measure_updates(args)
+    updates = {f"{t}_threads": measure_updates(args, t) for t in args.threads}
+    torch.set_num_threads(1)
     env = measure_env(args)
     import gymnasium
     import mujoco
 
     result = {
         "what": "MPO learner updates/s (baseline vs shipped update) at HalfCheetah sizes (obs 17, act 6), "
-        f"batch {args.batch}, 20 samples, 256x256 MLPs (layernorm torso), n-step 5, CPU; HalfCheetah-v5 steps/s",
+        f"batch {args.batch}, 20 samples, 256x256 MLPs, n-step 5, CPU (layernorm torso unless the variant says relu); HalfCheetah-v5 steps/s",
         "command": " ".join(["python", *sys.argv]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {
             "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads_measured": args.threads,
+            "omp_wait_policy": args.omp_wait_policy or "default",
+            "shared": "2 vCPU shared with other engineers' jobs (load average 3-5 during the run)",
             "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(),
         },
@@ -220,7 +234,7 @@ def main() -> int:
             "gymnasium": gymnasium.__version__,
         },
         "settings": vars(args),
-        "figures": {**updates, **env},
+        "figures": {"updates": updates, "env_1_thread": env},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
