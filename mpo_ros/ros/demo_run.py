@@ -117,7 +117,7 @@ def run_demo(
             raise RuntimeError(f"the policy node did not start:\n{policy_proc.log()[-2000:]}")
         listener.spin_until(lambda: listener.diagnostics.get("safety_state") == "disabled", 10)
         enabled, message = listener.enable()
-        enabled_at_sim_time = time.monotonic() - (listener.first_joint_state or time.monotonic())
+        enabled_at = time.time()
         if verbose:
             print(f"enable: {message}")
         listener.spin_until(lambda: False, seconds)
@@ -128,9 +128,7 @@ def run_demo(
         for proc in reversed(processes):
             proc.stop()
     summary = json.loads(result_file.read_text()) if result_file.is_file() else {}
-    goals = [
-        g for g in summary.get("reach", {}).get("per_goal", []) if g["start_time"] >= enabled_at_sim_time
-    ]
+    goals = [g for g in summary.get("reach", {}).get("per_goal", []) if g["start_wall_time"] >= enabled_at]
     # The goal being pursued when the run stopped got less than a full period: judged only if reached.
     finished = goals[:-1] + [g for g in goals[-1:] if g["reached"]]
     result = {

@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,8 @@ class SimNodeConfig:
 @dataclass
 class GoalScore:
     goal: list[float]
-    start_time: float
+    start_time: float  # simulated seconds
+    start_wall_time: float = 0.0  # UNIX time, to line up with events outside the simulation
     reached: bool = False
     time_to_reach: float | None = None
     min_distance: float = math.inf
@@ -121,8 +123,8 @@ class ReachScorer:
     goals: list[GoalScore] = field(default_factory=list)
     trace: list[tuple[float, float]] = field(default_factory=list)  # (sim time, distance), 10 Hz
 
-    def new_goal(self, goal: np.ndarray, sim_time: float) -> None:
-        self.goals.append(GoalScore(goal=[float(v) for v in goal], start_time=sim_time))
+    def new_goal(self, goal: np.ndarray, sim_time: float, wall_time: float = 0.0) -> None:
+        self.goals.append(GoalScore([float(v) for v in goal], sim_time, wall_time))
 
     def update(self, sim_time: float, distance: float) -> None:
         if not self.goals:
@@ -150,6 +152,7 @@ class ReachScorer:
                 {
                     "goal": g.goal,
                     "start_time": g.start_time,
+                    "start_wall_time": g.start_wall_time,
                     "reached": g.reached,
                     "time_to_reach": g.time_to_reach,
                     "min_distance": None if math.isinf(g.min_distance) else g.min_distance,
@@ -315,7 +318,7 @@ def _make_node_class() -> type:
                 if self._goal is not None:
                     self._write_result()
                 self._goal = tasks.sample_goal(self.spec, self.rng)
-                self.scorer.new_goal(self._goal, sim_time)
+                self.scorer.new_goal(self._goal, sim_time, time.time())
                 self._next_goal_time = sim_time + self.config.goal_period
                 self._next_goal_repeat = sim_time
             if sim_time >= self._next_goal_repeat:
