@@ -165,8 +165,9 @@ class PolicyController:
     """
 
     def __init__(self, policy: Any, supervisor: Supervisor) -> None:
-        from mpo_ros.runtime import SafetyFilter
+        from mpo_ros.runtime import SafetyFilter, policy_step
 
+        self._policy_step = policy_step
         self.policy = policy
         self.spec = policy.spec
         self.supervisor = supervisor
@@ -181,8 +182,7 @@ class PolicyController:
         return sum(self.safety.fault_counts.values())
 
     def tick(self, now_ns: int | None = None) -> tuple[np.ndarray | None, SafetyState]:
-        from mpo_ros.runtime import policy_step
-
+        """The command to publish now (None: publish nothing) and the safety state it came from."""
         decision = self.supervisor.decide(now_ns)
         if decision.action is Action.NONE:
             self._leave_policy()
@@ -193,7 +193,7 @@ class PolicyController:
                 self.safety.reset(hold)
                 self._in_policy = True
             start = time.perf_counter_ns()
-            step = policy_step(
+            step = self._policy_step(
                 self.policy, self.safety, decision.positions, decision.velocities, decision.goal
             )
             self.step_latency.record((time.perf_counter_ns() - start) / 1e9)
