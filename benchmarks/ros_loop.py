@@ -416,6 +416,32 @@ def part2(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def summarize(result: dict[str, Any]) -> list[str]:
+    """One line per rate and condition: p99 jitter of each mechanism, then the node's figures."""
+    lines = []
+    for rate, per_rate in result.get("mechanisms", {}).items():
+        for condition, per_condition in per_rate.items():
+            figures = ", ".join(
+                f"{m} {v['jitter_p99_us']:.0f}"
+                for m, v in per_condition.items()
+                if isinstance(v, dict) and "jitter_p99_us" in v
+            )
+            lines.append(f"{rate} {condition}: p99 period jitter (us) {figures}")
+    node = result.get("policy_node", {})
+    for rate, per_rate in node.items():
+        if not isinstance(per_rate, dict):
+            continue
+        for loop, f in per_rate.items():
+            nominal = float(rate.removesuffix("Hz"))
+            lines.append(
+                f"policy node {rate} loop={loop}: rate {f['rate_achieved_hz']:.2f} Hz "
+                f"({100 * (f['rate_achieved_hz'] / nominal - 1):+.2f} %), jitter p50/p99/max "
+                f"{f['period_jitter_p50_us']:.1f}/{f['period_jitter_p99_us']:.1f}/{f['period_jitter_max_us']:.0f} us, "
+                f"policy step p50/p99 {f['policy_step_p50_us']:.0f}/{f['policy_step_p99_us']:.0f} us"
+            )
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per mechanism, rate and condition")
@@ -428,15 +454,24 @@ def main() -> int:
     parser.add_argument("--skip-node", action="store_true", help="only part 1")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--publish", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--summarize", default=None, help="only rewrite the summary of this result JSON")
     args = parser.parse_args()
     if args.publish is not None:
         return publisher_main(args.publish, args.seconds)
+    if args.summarize:
+        path = Path(args.summarize)
+        result = json.loads(path.read_text())
+        result["summary"] = summarize(result)
+        path.write_text(json.dumps(result, indent=1, allow_nan=True) + "\n")
+        print("\n".join(result["summary"]))
+        return 0
     result = header("control loop rate and period jitter: mechanisms (part 1) and the policy node (part 2)")
     result["seconds_per_run"] = args.seconds
     result["mechanisms"] = part1(args, free_domain_id(salt=3))
     if not args.skip_node:
         result["policy_node"] = part2(args)
     result["machine"]["load_average_at_end"] = os.getloadavg()
+    result["summary"] = summarize(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, allow_nan=True) + "\n")

@@ -273,6 +273,22 @@ def run_contender(name: str, policy: Path, rate_hz: float, seconds: float, tmp: 
     }
 
 
+def summarize(result: dict[str, Any]) -> list[str]:
+    lines = [f"{result['rate_hz']:g} Hz /joint_states, pooled over rounds:"]
+    for name, f in result["pooled"].items():
+        if f["samples"]:
+            ratio = result.get("ratio_vs_echo", {}).get(name, {})
+            lines.append(
+                f"{name}: p50 {f['p50_us']:.0f} us, p99 {f['p99_us']:.0f} us, max {f['max_us']:.0f} us "
+                f"(x{ratio.get('p50', float('nan')):.2f} / x{ratio.get('p99', float('nan')):.2f} of echo)"
+            )
+    per_round = {}
+    for r in result["rounds"]:
+        per_round.setdefault(r["contender"], []).append(f"{r['p50_us']:.0f}")
+    lines.append("p50 per round (us): " + "; ".join(f"{k} {', '.join(v)}" for k, v in per_round.items()))
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per contender and round")
@@ -281,9 +297,17 @@ def main() -> int:
     parser.add_argument("--contenders", nargs="*", default=list(CONTENDERS), choices=CONTENDERS)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--summarize", default=None, help="only rewrite the summary of this result JSON")
     args = parser.parse_args()
     if args.echo:
         return echo_main()
+    if args.summarize:
+        path = Path(args.summarize)
+        result = json.loads(path.read_text())
+        result["summary"] = summarize(result)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print("\n".join(result["summary"]))
+        return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     pooled: dict[str, list[np.ndarray]] = {c: [] for c in args.contenders}
     rounds: list[dict[str, Any]] = []
@@ -328,6 +352,7 @@ def main() -> int:
             if f["samples"]
         }
     result["machine"]["load_average_at_end"] = os.getloadavg()
+    result["summary"] = summarize(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
