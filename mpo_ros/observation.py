@@ -20,6 +20,7 @@ __all__ = [
     "build_observation",
     "command_to_action",
     "default_command",
+    "executed_action",
     "joint_array",
     "limit_command",
     "observation_names",
@@ -93,6 +94,17 @@ def command_to_action(spec: RobotSpec, command: np.ndarray) -> np.ndarray:
     """
     arrays = spec.joint_arrays
     return (_vector(command, spec.action_dim, "command") - arrays.default) / arrays.action_scale
+
+
+def executed_action(spec: RobotSpec, command: np.ndarray) -> np.ndarray:
+    """The action the robot actually executed: the sent command mapped back to [-1, 1].
+
+    This, not the policy's raw output, is the observation's ``last_action`` block and the action in the
+    reward's action-rate term. After the per-step limit the two differ, and only the command reaches
+    the robot and its logs: defining "last action" by the command keeps simulation, the robot node and
+    observations rebuilt from rosbag2 recordings identical.
+    """
+    return np.minimum(np.maximum(command_to_action(spec, command), -1.0), 1.0)
 
 
 def limit_command(spec: RobotSpec, previous_command: np.ndarray, command: np.ndarray) -> np.ndarray:

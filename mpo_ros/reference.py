@@ -39,7 +39,7 @@ def _default(field: dataclasses.Field) -> str:
         value = field.default_factory()  # type: ignore[misc]
     else:
         return "(required)"
-    return f"`{value!r}`" if value not in ("", None) else f"`{value!r}`"
+    return f"`{value!r}`"
 
 
 def render() -> str:

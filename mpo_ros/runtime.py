@@ -49,7 +49,7 @@ from mpo_ros.contract_io import (
     decode_metadata,
 )
 from mpo_ros.errors import ContractError, PolicyFileError
-from mpo_ros.observation import action_to_command, build_observation, command_to_action, limit_command
+from mpo_ros.observation import action_to_command, build_observation, executed_action, limit_command
 from mpo_ros.spec import RobotSpec
 
 __all__ = [
@@ -422,7 +422,7 @@ class SafetyFilter:
         self._last_command = np.clip(hold, self._lower, self._upper)
         # As in simulation (sim/reach_env.py reset): the held pose is the previous command and its
         # action, clipped to [-1, 1], the last action the first observation sees.
-        self.last_action = np.clip(command_to_action(self.spec, self._last_command), -1.0, 1.0)
+        self.last_action = executed_action(self.spec, self._last_command)
         self.enabled = True
         self.stopped = False
 
@@ -439,7 +439,7 @@ class SafetyFilter:
         if action.shape != self.last_action.shape:
             return self.reject(FAULT_BAD_INPUT)
         decision = self._accept(action_to_command(self.spec, action))
-        self.last_action = np.clip(action, -1.0, 1.0)
+        self.last_action = executed_action(self.spec, decision.command)
         return decision
 
     def step_command(self, observation: np.ndarray, command: np.ndarray) -> SafetyDecision:

@@ -12,7 +12,7 @@ from policy_files import export_tiny
 
 from mpo_ros.contract_io import MissingContractError
 from mpo_ros.errors import ContractError
-from mpo_ros.observation import action_to_command, command_to_action, default_command
+from mpo_ros.observation import action_to_command, command_to_action, default_command, executed_action
 from mpo_ros.runtime import (
     FAULT_BAD_INPUT,
     FAULT_NONFINITE_ACTION,
@@ -89,10 +89,13 @@ def test_step_goes_through_the_contract_mapping() -> None:
     decision = safety.step(OBS, action)
     np.testing.assert_allclose(decision.command, action_to_command(SPEC, action))
     assert safety.limited_steps == 0
-    np.testing.assert_array_equal(safety.last_action, action)
+    np.testing.assert_allclose(safety.last_action, action, atol=1e-12)
     big = safety.step(OBS, np.array([1.0, 1.0]))  # delta-limited towards the target
     np.testing.assert_allclose(big.command, decision.command + MAX_DELTA)
     assert safety.limited_steps == 1
+    # The last action is what the robot executed (the limited command), not the policy's raw output.
+    np.testing.assert_allclose(safety.last_action, executed_action(SPEC, big.command))
+    assert np.all(safety.last_action < 1.0)
 
 
 @pytest.mark.parametrize("edge", ["lower", "upper"])

@@ -40,7 +40,7 @@ from mpo_ros.data.messages import (
 )
 from mpo_ros.data.streams import CommandStream, JointStateStream, PointStream
 from mpo_ros.errors import BagError, ContractError, DatasetError, MpoRosError
-from mpo_ros.observation import build_observation, command_to_action, observation_names
+from mpo_ros.observation import build_observation, command_to_action, executed_action, observation_names
 from mpo_ros.spec import RobotSpec, load_spec
 
 __all__ = [
@@ -207,8 +207,9 @@ def build_transitions(
         actions = actions_all[start:end]
         # At an episode start the servos hold the current pose: its action is the last action (as in
         # the reach environment's reset).
-        held = np.clip(command_to_action(spec, steps.joint_positions[start]), -1.0, 1.0)
-        previous = np.concatenate([held[None], actions[:-1]])
+        held = executed_action(spec, steps.joint_positions[start])
+        executed = executed_action(spec, steps.command[start:end])
+        previous = np.concatenate([held[None], executed[:-1]])
         obs = build_observation(
             spec,
             steps.joint_positions[start:end],
@@ -218,7 +219,7 @@ def build_transitions(
         )
         goal = steps.goal[start : end - 1]
         ee_next = ee_all[start + 1 : end]
-        rewards = tasks.reward(spec, ee_next, goal, actions[:-1], previous[:-1])
+        rewards = tasks.reward(spec, ee_next, goal, executed[:-1], previous[:-1])
         truncated = np.zeros(end - start - 1, dtype=bool)
         truncated[-1] = True
         parts["obs"].append(obs[:-1])
