@@ -9,10 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import REPO, Probe
 from reach_policy import export_reach_policy
-
-SHIPPED_POLICY = REPO / "models" / "arm2_reach.onnx"
+from ros_helpers import Probe
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -27,12 +25,6 @@ def ik_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mpo_ros.spec import load_spec
 
     return export_reach_policy(load_spec("arm2"), tmp_path_factory.mktemp("policies") / "arm2_ik.onnx")
-
-
-@pytest.fixture(scope="session")
-def reach_policy(ik_policy: Path) -> Path:
-    """The shipped trained policy once the lead has added it, else the IK controller."""
-    return SHIPPED_POLICY if SHIPPED_POLICY.is_file() else ik_policy
 
 
 @pytest.fixture()

@@ -5,17 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ros_helpers import SHIPPED_POLICY
 
 from mpo_ros.ros.demo_run import run_demo
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 
 
-def test_demo_run_reaches_goals_and_leaves_no_process(tmp_path: Path, reach_policy: Path, capsys) -> None:
-    result = run_demo(reach_policy, seconds=5.0, goal_period=1.5, workdir=tmp_path)
+POLICIES = ["ik"] + (["shipped"] if SHIPPED_POLICY.is_file() else [])
+
+
+@pytest.mark.parametrize("which", POLICIES)
+def test_demo_run_reaches_goals_and_leaves_no_process(
+    tmp_path: Path, ik_policy: Path, capsys, which: str
+) -> None:
+    policy = ik_policy if which == "ik" else SHIPPED_POLICY
+    result = run_demo(policy, seconds=6.0, goal_period=1.5, workdir=tmp_path)
     assert result["enabled"]
     reach = result["reach"]
-    assert reach["goals"] >= 2 and reach["goals_reached"] == reach["goals"], reach
+    assert reach["goals"] >= 3, reach
+    if which == "ik":  # exact inverse kinematics: every goal
+        assert reach["goals_reached"] == reach["goals"], reach
+    else:  # a learned policy (about 95 % success in simulation): most goals, over ROS 2 in real time
+        assert reach["goals_reached"] >= 0.75 * reach["goals"], reach
     diagnostics = result["diagnostics"]
     assert diagnostics["safety_state"] == "enabled"
     assert float(diagnostics["rate_achieved_hz"]) == pytest.approx(50.0, rel=0.05)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import NodeProcess, Probe
+from ros_helpers import NodeProcess, Probe
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(90)]
 

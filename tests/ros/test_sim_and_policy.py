@@ -1,6 +1,8 @@
 """End to end over ROS 2: the sim node and the policy node in their own processes, one probe.
 
-One pair of node processes serves the whole module (startup dominates the run time); the tests run
+The policy is the analytic-IK controller (exact, so every goal must be reached: this module tests
+the plumbing; test_demo_run.py judges the shipped trained policy). One pair of node processes serves
+the whole module (startup dominates the run time); the tests run
 in file order and each leaves the nodes as the next one expects (enabled, sim running).
 /joint_states comes in reversed order with an extra unknown joint, so every test here also checks
 that joints are matched by name.
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import NodeProcess, Probe
+from ros_helpers import NodeProcess, Probe
 
 from mpo_ros.ros.policy_node import DIAGNOSTIC_KEYS
 from mpo_ros.spec import load_spec
@@ -45,14 +47,14 @@ def start_sim(tmp: Path, tag: str) -> NodeProcess:
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory, reach_policy: Path):
+def nodes(tmp_path_factory: pytest.TempPathFactory, ik_policy: Path):
     tmp = tmp_path_factory.mktemp("e2e")
     started: dict[str, NodeProcess] = {}
     try:
         started["sim"] = start_sim(tmp, "first")
         started["policy"] = NodeProcess(
             "serve",
-            ["--policy", str(reach_policy), "--state-timeout", str(STATE_TIMEOUT), "--on-stale", "hold"],
+            ["--policy", str(ik_policy), "--state-timeout", str(STATE_TIMEOUT), "--on-stale", "hold"],
             tmp / "policy.log",
         )
         started["tmp"] = tmp  # type: ignore[assignment]
