@@ -23,6 +23,8 @@ from mpo_ros.config import from_dict
 from mpo_ros.errors import ConfigError
 
 __all__ = [
+    "add_node_arguments",
+    "cli_parameter_overrides",
     "config_from_cli",
     "declare_config",
     "node_parameters_from_file",
@@ -72,6 +74,30 @@ def config_from_cli(cls: type[T], args: argparse.Namespace, node_name: str) -> T
     config = from_dict(cls, values, source=str(params_file) if params_file else "command line")
     config.validate()  # type: ignore[attr-defined]
     return config
+
+
+def add_node_arguments(parser: argparse.ArgumentParser, cls: type, example_file: str, node_name: str) -> None:
+    """`--params-file`, `--use-sim-time`, and one flag per field of `cls`."""
+    from mpo_ros.config import add_arguments
+
+    parser.add_argument(
+        "--params-file",
+        default=None,
+        help=f"ROS 2 params file (e.g. {example_file}, the `{node_name}: ros__parameters:` section); "
+        "flags override it",
+    )
+    parser.add_argument(
+        "--use-sim-time", action="store_true", help="ROS time from /clock (the sim node publishes it)"
+    )
+    add_arguments(parser, cls)
+
+
+def cli_parameter_overrides(cls: type, args: argparse.Namespace, node_name: str) -> list[Parameter]:
+    """The node's parameters from the command line (see `config_from_cli`), plus use_sim_time."""
+    overrides = parameter_overrides(config_from_cli(cls, args, node_name))
+    if getattr(args, "use_sim_time", False):
+        overrides.append(Parameter("use_sim_time", value=True))
+    return overrides
 
 
 def parameter_overrides(config: Any) -> list[Parameter]:

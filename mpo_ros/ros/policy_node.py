@@ -49,7 +49,6 @@ from typing import Any
 
 import numpy as np
 
-from mpo_ros.config import add_arguments as add_config_arguments
 from mpo_ros.config import option
 from mpo_ros.errors import ConfigError, PolicyFileError
 from mpo_ros.observation import limit_command
@@ -493,21 +492,16 @@ def spin_node(parameter_overrides: list[Any] | None = None, ros_args: list[str] 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`mpo-ros serve` flags: one per parameter, plus a ROS params file."""
-    parser.add_argument(
-        "--params-file",
-        default=None,
-        help="ROS 2 params file (e.g. config/policy.yaml, the `mpo_policy: ros__parameters:` section); "
-        "flags override it",
-    )
-    add_config_arguments(parser, PolicyNodeConfig)
+    """`mpo-ros serve` flags: one per parameter, plus a ROS params file and --use-sim-time."""
+    from mpo_ros.ros.params import add_node_arguments
+
+    add_node_arguments(parser, PolicyNodeConfig, "config/policy.yaml", NODE_NAME)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mpo_ros.ros.params import config_from_cli, parameter_overrides
+    from mpo_ros.ros.params import cli_parameter_overrides
 
-    config = config_from_cli(PolicyNodeConfig, args, NODE_NAME)
-    return spin_node(parameter_overrides=parameter_overrides(config))
+    return spin_node(parameter_overrides=cli_parameter_overrides(PolicyNodeConfig, args, NODE_NAME))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from mpo_ros.config import add_arguments as add_config_arguments
 from mpo_ros.config import option
 from mpo_ros.errors import ConfigError
 from mpo_ros.rate import FixedRateLoop
@@ -413,29 +412,16 @@ def spin_node(parameter_overrides: list[Any] | None = None, ros_args: list[str] 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`mpo-ros sim-robot` flags: one per parameter, plus a ROS params file."""
-    parser.add_argument(
-        "--params-file",
-        default=None,
-        help="ROS 2 params file (e.g. config/sim.yaml, the `mpo_sim: ros__parameters:` section); "
-        "flags override it",
-    )
-    parser.add_argument(
-        "--use-sim-time", action="store_true", help="stamp with simulated time and publish /clock"
-    )
-    add_config_arguments(parser, SimNodeConfig)
+    """`mpo-ros sim-robot` flags: one per parameter, plus a ROS params file and --use-sim-time."""
+    from mpo_ros.ros.params import add_node_arguments
+
+    add_node_arguments(parser, SimNodeConfig, "config/sim.yaml", NODE_NAME)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rclpy.parameter import Parameter
+    from mpo_ros.ros.params import cli_parameter_overrides
 
-    from mpo_ros.ros.params import config_from_cli, parameter_overrides
-
-    config = config_from_cli(SimNodeConfig, args, NODE_NAME)
-    overrides = parameter_overrides(config)
-    if getattr(args, "use_sim_time", False):
-        overrides.append(Parameter("use_sim_time", value=True))
-    return spin_node(parameter_overrides=overrides)
+    return spin_node(parameter_overrides=cli_parameter_overrides(SimNodeConfig, args, NODE_NAME))
 
 
 def main(argv: list[str] | None = None) -> int:
