@@ -8,6 +8,8 @@ truncated file. The reader therefore
   (humble / jazzy / kilted) for the rest, per type, so one unknown type never hides the others;
 * skips topics whose type cannot be decoded, with a count and a warning, never a crash;
 * counts and skips messages that fail to deserialise;
+* decodes the converter's message types in bulk straight into numpy columns (fastcdr.py), handing
+  any message that path cannot parse to rosbags and counting it in `fallback_decodes`;
 * opens a bag directory without metadata.yaml through its storage files, and keeps the messages
   read before a storage error (a truncated or corrupt file), recording what happened in the report;
 * raises `BagError` naming the problem only when nothing at all can be read.
@@ -29,10 +31,10 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from mpo_ros.data import salvage
+from mpo_ros.data import fastcdr, salvage
 from mpo_ros.data.cdr import cdr_deserializer
 from mpo_ros.data.messages import typestore as distro_typestore
-from mpo_ros.data.streams import SINKS
+from mpo_ros.data.streams import SINKS, Sink
 from mpo_ros.errors import BagError
 
 __all__ = ["BagReport", "TopicInfo", "open_bag", "read_streams"]
@@ -65,6 +67,8 @@ class BagReport:
     messages_read: dict[str, int] = field(default_factory=dict)
     # Per-topic count of messages that failed to deserialise (skipped).
     decode_errors: dict[str, int] = field(default_factory=dict)
+    # Per-topic count of messages the fast CDR decoder could not parse, decoded by rosbags instead.
+    fallback_decodes: dict[str, int] = field(default_factory=dict)
     # Topics skipped entirely because their type cannot be decoded: topic -> reason.
     skipped_topics: dict[str, str] = field(default_factory=dict)
     # Recoveries and storage problems, in words (e.g. "metadata.yaml missing: ...").
@@ -242,13 +246,18 @@ def _undecodable_reason(store: Typestore, msgtype: str) -> str | None:
 class OpenBag:
     """An opened bag: topics, the report, and decoded message iteration (use via `open_bag`)."""
 
-    def __init__(self, path: str | Path, typestore: str = "humble") -> None:
+    def __init__(self, path: str | Path, typestore: str = "humble", fast_cdr: bool = True) -> None:
         self.path = Path(path)
         self.report = BagReport(path=str(self.path), typestore=typestore)
         self._storages, self._connections = _open_storages(self.path, self.report)
         all_connections = [c for group in self._connections for c in group]
         self.typestore = _typestore_for(all_connections, distro_typestore(typestore))
         self.deserialize = cdr_deserializer(self.typestore)
+        self.fast_cdr = fast_cdr
+        # Sink types whose definition here is the standard one the fast decoder implements.
+        self.fast_types = (
+            {t for t in SINKS if fastcdr.layout_supported(self.typestore, t)} if fast_cdr else set()
+        )
         for connection in all_connections:
             info = self.report.topics.get(connection.topic)
             if info is None:
@@ -311,43 +320,53 @@ class OpenBag:
             finally:
                 self._count_read(read)
 
-    def collect(self, sinks: dict[str, Any]) -> None:
-        """Decode every message of the sinks' topics into them (the throughput-critical loop).
+    def collect(self, sinks: dict[str, Sink]) -> None:
+        """Read every message of the sinks' topics into them, then decode them in bulk.
 
-        Per message: one dict lookup, the deserialisation, two list appends; the sinks do the rest
-        once per topic. Same error handling as :meth:`messages`.
+        The throughput-critical loop: per message one dict lookup and two list appends (receive
+        time, raw bytes); `Sink.decode` does the rest per storage file, with the fast CDR path where
+        the type allows it. Same error handling as :meth:`messages`.
         """
         wanted = self._decodable(sinks)
-        deserialize = self.deserialize
         for storage, connections in zip(self._storages, self._connections, strict=True):
             chosen = [c for c in connections if c.topic in wanted]
             if not chosen:
                 continue
             targets = {
-                c.id: (c.msgtype, sinks[c.topic].receive_ns.append, sinks[c.topic].messages.append, c.topic)
-                for c in chosen
+                c.id: (sinks[c.topic].pending_ns.append, sinks[c.topic].pending_raw.append) for c in chosen
             }
-            before = {t: len(sinks[t]) for t in wanted}
-            # Keeping every decoded message alive makes the cyclic GC rescan them over and over
-            # (half the read time on a large bag); none of them holds a cycle, so pause it.
+            # Storage plugins allocate per message and nothing here holds a cycle: pause the GC.
             gc_was_enabled = gc.isenabled()
             gc.disable()
             try:
                 for connection, timestamp, raw in storage.messages(chosen):
-                    msgtype, add_time, add_message, topic = targets[connection.id]
-                    try:
-                        message = deserialize(raw, msgtype)
-                    except Exception:
-                        self._decode_error(topic)
-                        continue
+                    add_time, add_raw = targets[connection.id]
                     add_time(timestamp)
-                    add_message(message)
+                    add_raw(raw)
             except Exception as exc:
                 self._stopped(storage, exc)
             finally:
                 if gc_was_enabled:
                     gc.enable()
-                self._count_read({t: len(sinks[t]) - before[t] for t in wanted})
+            for topic in sorted(wanted):
+                self._decode(topic, sinks[topic])
+
+    def _decode(self, topic: str, sink: Sink) -> None:
+        fast = sink.msgtype in self.fast_types
+        if self.fast_cdr and not fast and sink.pending_raw:
+            note = (
+                f"{topic}: the bag's definition of {sink.msgtype} is not the standard one; "
+                "decoded message by message with rosbags"
+            )
+            if note not in self.report.notes:
+                self.report.notes.append(note)
+        counts = sink.decode(self.deserialize, fast=fast)
+        if counts.errors:
+            self.report.decode_errors[topic] = self.report.decode_errors.get(topic, 0) + counts.errors
+        if counts.fallbacks:
+            fallbacks = self.report.fallback_decodes
+            fallbacks[topic] = fallbacks.get(topic, 0) + counts.fallbacks
+        self._count_read({topic: counts.decoded})
 
     def _decodable(self, topics: Iterable[str]) -> set[str]:
         return {t for t in topics if t in self.report.topics and t not in self.report.skipped_topics}
@@ -365,9 +384,13 @@ class OpenBag:
             self.report.messages_read[topic] = self.report.messages_read.get(topic, 0) + count
 
 
-def open_bag(path: str | Path, typestore: str = "humble") -> OpenBag:
-    """Open a rosbag2 directory or a .db3/.mcap file; raise BagError only when nothing is readable."""
-    return OpenBag(path, typestore)
+def open_bag(path: str | Path, typestore: str = "humble", fast_cdr: bool = True) -> OpenBag:
+    """Open a rosbag2 directory or a .db3/.mcap file; raise BagError only when nothing is readable.
+
+    `fast_cdr=False` decodes every message with rosbags (the reference the fast path is tested
+    against; also a way out should a bag ever decode differently).
+    """
+    return OpenBag(path, typestore, fast_cdr)
 
 
 def read_streams(bag: OpenBag, topics: Iterable[str]) -> dict[str, Any]:

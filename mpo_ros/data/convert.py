@@ -5,7 +5,8 @@
 Per bag: read /joint_states, the command topic and the goal topic in one pass (bag_reader);
 align them on the command times (align.py); cut episodes; rebuild what the controller saw with the
 contract's own functions (observation.build_observation with last_action = the previous step's
-action, observation.command_to_action); relabel rewards and success with mpo_ros.tasks from
+executed action, observation.executed_action of the logged command; observation.command_to_action
+for the action); relabel rewards and success with mpo_ros.tasks from
 end-effector positions computed by forward kinematics (mpo_ros_sim.kinematics). Every dropped
 message or step is counted by reason; the summary is printed and stored in meta.json.
 

@@ -22,6 +22,7 @@ from mpo_ros.observation import (
     action_to_command,
     command_to_action,
     default_command,
+    executed_action,
     limit_command,
     observation_names,
 )
@@ -134,7 +135,9 @@ def record_scripted_bag(
                     wanted = positions + gain * (target - positions)
                     noisy = command_to_action(spec, wanted) + rng.normal(0.0, noise, spec.action_dim)
                     limited = limit_command(spec, command, action_to_command(spec, np.clip(noisy, -1, 1)))
-                    action = np.clip(command_to_action(spec, limited), -1.0, 1.0)
+                    # What the robot executes is the limited command; giving its action to the env
+                    # makes the env's command (and last_action) exactly the logged one.
+                    action = executed_action(spec, limited)
                     command_ns = t_ns + 1_000_000  # the controller answers 1 ms after the state
                     rollouts.observations[episode, k] = obs
                     rollouts.actions[episode, k] = action

@@ -16,8 +16,8 @@ import pytest
 ROS_TESTS = Path(__file__).resolve().parents[1] / "ros"
 sys.path.insert(0, str(ROS_TESTS))
 
-from helpers import NodeProcess, Probe  # noqa: E402
 from reach_policy import export_reach_policy  # noqa: E402
+from ros_helpers import NodeProcess, Probe  # noqa: E402
 
 from mpo_ros.data.bag_reader import open_bag  # noqa: E402
 from mpo_ros.data.convert import Bag2DataConfig, convert_bags  # noqa: E402
