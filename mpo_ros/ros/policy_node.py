@@ -6,22 +6,24 @@ robot contract (joint names and order, limits, control rate, observation layout)
 metadata, and a file without one is refused.
 
 How the loop holds its period (``loop``), chosen by measurement (benchmarks/ros_loop.py, results in
-benchmarks/results/ros_loop.json; 2-vCPU VM shared with training jobs, load average 3-4):
+benchmarks/results/ros_loop.json; 2-vCPU VM shared with training jobs, load average 3-5; figures
+from two runs of the whole benchmark):
 
 - ``timer``: an rclpy timer fires only when the executor gets round to it, behind whatever callbacks
-  are ready (a /joint_states message arrives every period); it also drops ticks when late. The node
-  on it reached 403 Hz of 500 and 990 of 1000, p99 period jitter 0.5-6 ms.
+  are ready (a /joint_states message arrives every period), and it drops ticks when late. The node
+  on it reached 403-431 Hz of 500 and 591-990 of 1000, p99 period jitter 0.5-10 ms.
 - ``thread``: a dedicated thread keeps absolute deadlines (mpo_ros/rate.py: sleep, then poll the
   clock for the last ``spin_margin``) while the executor thread runs callbacks. Every tick must win
   the GIL back from the executor thread, and under SCHED_FIFO that hand-over inverts priorities (the
-  real-time thread waits for a normal-priority one): p99 3.6-5 ms here.
+  real-time thread waits for a normal-priority one): p99 1.1-5 ms here.
 - ``single_thread`` (default): the same deadline loop runs the executor itself in the waiting time
   (``executor.spin_once`` with the time left, none started within 300 us of a deadline), so one
   thread owns the GIL and there is nothing to hand over. With ``realtime_priority`` (default 50,
   SCHED_FIFO, as ros2_control's controller manager does; refused without CAP_SYS_NICE / rtprio, then
   logged and run at normal priority) it was the only mechanism that held the period on the loaded
-  machine: p99 period jitter 9.6 us at 500 Hz and 0.7 us at 1 kHz, rate within 0.05 % / 0.17 %
-  (the remaining misses are multi-ms stalls of the virtual CPU itself, max 6-7 ms).
+  machine: p99 period jitter 10-76 us at 500 Hz and 0.7-129 us at 1 kHz, achieved rate within
+  0.07 % / 0.17 % of nominal (the misses are multi-ms stalls of the virtual CPU itself, max 5-7 ms).
+  Without SCHED_FIFO no mechanism stays below ms-level p99 on a machine this loaded.
 - ``joint_state``: the step runs inside the /joint_states callback (rate = the robot's publishing
   rate, like a ros2_control controller updated after each read): the lowest /joint_states -> command
   latency, no period of its own; a timer keeps holds going if the messages stop.
