@@ -234,8 +234,15 @@ def _robot_spec_json(env: Any) -> str | None:
 
 
 def _save_checkpoint(
-    ckpt_dir: Path, config: TrainConfig, learner: MPOLearner, replay: ReplayBuffer, loop: _Loop, env: Any
+    ckpt_dir: Path,
+    config: TrainConfig,
+    learner: MPOLearner,
+    replay: ReplayBuffer,
+    loop: _Loop,
+    env: Any,
+    prior: Any = None,
 ) -> None:
+    """Write checkpoints/latest.pt atomically; ``prior``: the ABMPrior of --data runs, saved whole."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     replay_name = f"replay-{loop.step}.npz"
     replay.save(ckpt_dir / replay_name)
@@ -261,6 +268,8 @@ def _save_checkpoint(
         "replay_file": replay_name,
         "rng": _rng_state(env),
     }
+    if prior is not None:
+        state["abm_prior"] = prior.state_dict()
     _atomic_torch_save(state, ckpt_dir / CHECKPOINT_NAME)
     for old in ckpt_dir.glob("replay-*.npz"):
         if old.name != replay_name:
@@ -343,9 +352,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     replay = ReplayBuffer(config.replay_capacity, obs_dim, act_dim, seed=config.seed)
     sampler, prior = None, None
     if config.data:
-        from mpo_ros.data.training import mixed_sources
+        from mpo_ros.data.training import mixed_sources, restore_prior
 
         sampler, prior = mixed_sources(config, learner, replay)
+        if checkpoint is not None and prior is not None:
+            restore_prior(prior, checkpoint)
     loop = _Loop(
         next_eval=config.eval_every, next_checkpoint=config.checkpoint_every, next_log=config.log_every
     )
@@ -368,7 +379,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         _run_loop(config, env, eval_env, learner, replay, loop, sink, ckpt_dir, sampler, prior)
     except KeyboardInterrupt:
         log.warning("interrupted at step %d: writing a checkpoint (resume with --resume)", loop.step)
-        _save_checkpoint(ckpt_dir, config, learner, replay, loop, env)
+        _save_checkpoint(ckpt_dir, config, learner, replay, loop, env, prior)
         raise
     finally:
         sink.close()
@@ -475,13 +486,13 @@ def _run_loop(
         if config.checkpoint_every and loop.step >= loop.next_checkpoint and loop.at_boundary:
             loop.next_checkpoint = loop.step + config.checkpoint_every
             loop.elapsed_s = elapsed_before + time.perf_counter() - started
-            _save_checkpoint(ckpt_dir, config, learner, replay, loop, env)
+            _save_checkpoint(ckpt_dir, config, learner, replay, loop, env, prior)
 
     bar.close()
     if not loop.last_eval or loop.last_eval.get("step") != loop.step:
         _evaluate_and_log(config, learner, eval_env, loop, sink, None)
     loop.elapsed_s = elapsed_before + time.perf_counter() - started
-    _save_checkpoint(ckpt_dir, config, learner, replay, loop, env)
+    _save_checkpoint(ckpt_dir, config, learner, replay, loop, env, prior)
     log.info("finished %s at step %d: eval return %.1f", out, loop.step, loop.last_eval["eval/return"])
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mpo_ros.data.dataset import Dataset, load_dataset
-from mpo_ros.errors import ConfigError, DatasetError
+from mpo_ros.errors import CheckpointError, ConfigError, DatasetError
 from mpo_ros.mpo.abm import ABMConfig, ABMPrior
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner, metrics_to_floats
 from mpo_ros.replay import MixedReplay, ReplayBuffer
@@ -35,6 +35,7 @@ __all__ = [
     "load_datasets",
     "mixed_sources",
     "observe_datasets",
+    "restore_prior",
     "train_offline",
 ]
 
@@ -142,15 +143,29 @@ def mixed_sources(
     return MixedReplay([online, logged], [1.0 - config.data_ratio, config.data_ratio]), prior
 
 
+def restore_prior(prior: ABMPrior, checkpoint: dict[str, Any]) -> None:
+    """Load the ABM prior saved in a checkpoint; refuse a checkpoint written without one.
+
+    Resuming with a fresh prior would silently restart the E-step's proposal from scratch while the
+    policy and critic continue, so a checkpoint of a run without the prior is an error, not a warning.
+    """
+    if "abm_prior" not in checkpoint:
+        raise CheckpointError(
+            "cannot resume with the ABM prior: the checkpoint holds no prior state (the run was started "
+            "with --behaviour-prior none, or by an older mpo_ros); resume with the run's own --behaviour-prior"
+        )
+    prior.load_state_dict(checkpoint["abm_prior"])
+
+
 def train_offline(config: Any) -> dict[str, Any]:
     """`mpo-ros train --data ...` without online steps: `config.steps` learner updates on the datasets.
 
-    `config` is train.TrainConfig; its env is replaced by the datasets' robot environment.
+    `config` is train.TrainConfig; its env is replaced by the datasets' robot environment. With
+    `--resume` the run continues from checkpoints/latest.pt up to `config.steps` updates: learner,
+    ABM prior, replay sampling state and RNGs are restored, so a resumed run matches an uninterrupted one.
     """
     from mpo_ros import train as training_loop
 
-    if config.resume:
-        raise ConfigError("--resume is not supported for offline training (--data without --data-ratio < 1)")
     datasets = load_datasets(config.data)
     env_id = dataset_env_id(datasets)
     if config.env != env_id:
@@ -158,7 +173,12 @@ def train_offline(config: Any) -> dict[str, Any]:
     config = dataclasses.replace(config, env=env_id)
     out = Path(config.out)
     ckpt_dir = out / "checkpoints"
-    training_loop._load_for_resume(config, ckpt_dir)  # refuses to overwrite a finished run
+    checkpoint = training_loop._load_for_resume(config, ckpt_dir)  # also refuses to overwrite a run
+    if checkpoint is not None and checkpoint["metadata"].get("config", {}).get("data") != list(config.data):
+        raise ConfigError(
+            f"cannot resume {out}: it was trained on {checkpoint['metadata']['config'].get('data')}, "
+            f"not {list(config.data)}; resume with the same --data"
+        )
     if config.threads:
         torch.set_num_threads(config.threads)
     np.random.seed(config.seed)
@@ -172,11 +192,23 @@ def train_offline(config: Any) -> dict[str, Any]:
             f"{datasets[0].act_dim}); re-convert the bags with this robot's contract"
         )
     learner = MPOLearner(obs_dim, act_dim, MPOConfig.from_any(config))
-    observe_datasets(learner, datasets)
     replay = data_replay(datasets, config.seed)
     prior = (
         ABMPrior(learner, ABMConfig.from_any(config)).attach() if _use_prior(config, offline=True) else None
     )
+    loop = training_loop._Loop(
+        next_eval=config.eval_every, next_checkpoint=config.checkpoint_every, next_log=config.log_every
+    )
+    if checkpoint is None:
+        observe_datasets(learner, datasets)
+    else:
+        learner.load_state_dict(checkpoint["learner"])  # the normaliser included
+        replay.load(ckpt_dir / checkpoint["replay_file"])  # the same transitions, and the sampling RNG
+        if prior is not None:
+            restore_prior(prior, checkpoint)
+        loop = training_loop._Loop(**checkpoint["loop"])
+        training_loop._set_rng_state(checkpoint["rng"], eval_env)
+        log.info("resumed offline run %s at update %d", out, loop.step)
     log.info(
         "offline MPO%s on %d transitions from %d dataset(s), %d updates",
         " with ABM prior" if prior else "",
@@ -187,11 +219,14 @@ def train_offline(config: Any) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     training_loop.save_yaml(config, out / "config.yaml")
     keys = learner.metric_names() + (ABM_KEYS if prior else [])
-    sink = training_loop._MetricsSink(out, keys, None)
-    loop = training_loop._Loop(next_eval=config.eval_every, next_log=config.log_every)
+    sink = training_loop._MetricsSink(out, keys, loop.step if checkpoint is not None else None)
     try:
-        _offline_loop(config, learner, prior, replay, eval_env, loop, sink)
-        training_loop._save_checkpoint(ckpt_dir, config, learner, replay, loop, eval_env)
+        _offline_loop(config, learner, prior, replay, eval_env, loop, sink, ckpt_dir)
+        training_loop._save_checkpoint(ckpt_dir, config, learner, replay, loop, eval_env, prior)
+    except KeyboardInterrupt:
+        log.warning("interrupted at update %d: writing a checkpoint (resume with --resume)", loop.step)
+        training_loop._save_checkpoint(ckpt_dir, config, learner, replay, loop, eval_env, prior)
+        raise
     finally:
         sink.close()
         eval_env.close()
@@ -206,13 +241,16 @@ def _offline_loop(
     eval_env: Any,
     loop: Any,
     sink: Any,
+    ckpt_dir: Path,
 ) -> None:
     from tqdm import tqdm
 
     from mpo_ros import train as training_loop
 
-    started = time.perf_counter()
-    bar = tqdm(total=config.steps, disable=not config.progress, unit="update", smoothing=0.05)
+    started, elapsed_before, steps_at_start = time.perf_counter(), loop.elapsed_s, loop.step
+    bar = tqdm(
+        total=config.steps, initial=loop.step, disable=not config.progress, unit="update", smoothing=0.05
+    )
     metrics: dict[str, torch.Tensor] = {}
     while loop.step < config.steps:
         batch = replay.sample(config.batch_size, config.n_step)
@@ -224,12 +262,15 @@ def _offline_loop(
         if loop.step >= loop.next_log:
             loop.next_log += config.log_every
             row = metrics_to_floats(metrics)
-            row["train/steps_per_s"] = loop.step / max(time.perf_counter() - started, 1e-9)
-            sink.write(
-                loop.step, {"updates": learner.num_updates, "wall_s": time.perf_counter() - started, **row}
-            )
+            row["train/steps_per_s"] = (loop.step - steps_at_start) / max(time.perf_counter() - started, 1e-9)
+            wall_s = elapsed_before + time.perf_counter() - started
+            sink.write(loop.step, {"updates": learner.num_updates, "wall_s": wall_s, **row})
         if (config.eval_every and loop.step >= loop.next_eval) or loop.step == config.steps:
             loop.next_eval += config.eval_every
             training_loop._evaluate_and_log(config, learner, eval_env, loop, sink, bar)
+        if config.checkpoint_every and loop.step >= loop.next_checkpoint and loop.step < config.steps:
+            loop.next_checkpoint = loop.step + config.checkpoint_every
+            loop.elapsed_s = elapsed_before + time.perf_counter() - started
+            training_loop._save_checkpoint(ckpt_dir, config, learner, replay, loop, eval_env, prior)
     bar.close()
-    loop.elapsed_s = time.perf_counter() - started
+    loop.elapsed_s = elapsed_before + time.perf_counter() - started

@@ -13,7 +13,7 @@ from mpo_ros.data.convert import Bag2DataConfig, convert_bags
 from mpo_ros.data.dataset import load_dataset
 from mpo_ros.data.scripted import record_scripted_bag
 from mpo_ros.data.training import data_replay, fill_replay, load_datasets
-from mpo_ros.errors import ConfigError, DatasetError
+from mpo_ros.errors import CheckpointError, ConfigError, DatasetError
 from mpo_ros.mpo.policy import load_policy
 from mpo_ros.replay import ReplayBuffer
 from mpo_ros.train import TrainConfig, train
@@ -109,3 +109,54 @@ def test_mixed_training_draws_half_of_each_batch_from_the_data(behaviour, tmp_pa
     assert seen and all(counts == [32, 32] for counts in seen)
     with pytest.raises(ConfigError, match="data-ratio"):
         train(TrainConfig(**{**config.__dict__, "data_ratio": 0.0, "out": str(tmp_path / "bad")}))
+
+
+def _tiny(**overrides):
+    values = dict(
+        eval_every=0, eval_episodes=1, log_every=10, progress=False, policy_hidden=[16], critic_hidden=[16],
+        batch_size=32, num_samples=4, abm_samples=4, threads=1, checkpoint_every=0,
+    )  # fmt: skip
+    return TrainConfig(**{**values, **overrides})
+
+
+def _policy_state(run_dir):
+    from mpo_ros.mpo.policy import load_checkpoint
+
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    return checkpoint["learner"]["policy"], checkpoint
+
+
+def test_offline_resume_continues_exactly_where_the_run_stopped(behaviour, tmp_path):
+    """40 updates in one go == 20 updates, then --resume to 40 (learner, ABM prior, replay RNG restored)."""
+    whole = _tiny(data=[str(behaviour)], steps=40, out=str(tmp_path / "whole"))
+    train(whole)
+    half = _tiny(data=[str(behaviour)], steps=20, out=str(tmp_path / "split"))
+    train(half)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(half)  # an existing run is never overwritten
+    result = train(TrainConfig(**{**half.__dict__, "steps": 40, "resume": True}))
+    assert result["updates"] == 40
+    expected, _ = _policy_state(tmp_path / "whole")
+    resumed, checkpoint = _policy_state(tmp_path / "split")
+    assert checkpoint["abm_prior"]["num_updates"] == 40
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, resumed[name]), name
+    # A run without the prior cannot be resumed with one (its E-step proposal would start from scratch).
+    plain = _tiny(data=[str(behaviour)], steps=10, out=str(tmp_path / "plain"), behaviour_prior="none")
+    train(plain)
+    with pytest.raises(CheckpointError, match="no prior state"):
+        train(TrainConfig(**{**plain.__dict__, "steps": 20, "resume": True, "behaviour_prior": "abm"}))
+
+
+@pytest.mark.slow
+def test_mixed_training_checkpoints_and_restores_the_prior(behaviour, tmp_path):
+    config = _tiny(
+        env="mpo_ros_sim:Arm2Reach-v0", data=[str(behaviour)], data_ratio=0.5, steps=120, warmup_steps=100,
+        out=str(tmp_path / "mixed"), behaviour_prior="abm",
+    )  # fmt: skip
+    train(config)
+    _, checkpoint = _policy_state(tmp_path / "mixed")
+    assert checkpoint["abm_prior"]["num_updates"] == 21  # one prior update per learner update from step 100
+    train(TrainConfig(**{**config.__dict__, "steps": 130, "resume": True}))
+    _, checkpoint = _policy_state(tmp_path / "mixed")
+    assert checkpoint["abm_prior"]["num_updates"] == 31
