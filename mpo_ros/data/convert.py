@@ -300,11 +300,13 @@ def summarise(
     dropped: dict[str, int] = {}
     cuts: dict[str, int] = {}
     decode_errors: dict[str, int] = {}
+    fallback_decodes: dict[str, int] = {}
     skipped_topics: dict[str, str] = {}
     for part in parts:
         _merge_counts(dropped, part.dropped_steps)
         _merge_counts(cuts, part.episode_cuts)
         _merge_counts(decode_errors, part.report["decode_errors"])
+        _merge_counts(fallback_decodes, part.report["fallback_decodes"])
         skipped_topics.update(part.report["skipped_topics"])
     starts = arrays["episode_starts"]
     rewards = arrays["rewards"].astype(np.float64)
@@ -329,6 +331,8 @@ def summarise(
         "dropped_steps": dropped,
         "episode_cuts": cuts,
         "decode_errors": decode_errors,
+        # Messages the fast CDR path could not parse, decoded by rosbags instead (nothing lost).
+        "fallback_decodes": fallback_decodes,
         "skipped_topics": skipped_topics,
         "partial_bags": [p.report["path"] for p in parts if p.report["partial"]],
         "actions_out_of_range": int(sum(p.actions_out_of_range for p in parts)),
@@ -421,6 +425,7 @@ def format_summary(path: Path, summary: dict[str, Any]) -> str:
         ("dropped_steps", "dropped steps"),
         ("episode_cuts", "episode cuts"),
         ("decode_errors", "undecodable messages"),
+        ("fallback_decodes", "messages decoded by rosbags (not the fast CDR path)"),
         ("skipped_topics", "skipped topics"),
     ):
         if summary[key]:
