@@ -6,6 +6,12 @@ MuJoCo, torch or ROS: what the simulator trains on is, bit for bit, what the rob
 
 Conventions: per-joint vectors follow `spec.joints` order; actions are in [-1, 1];
 commands are absolute joint position targets in rad.
+
+:class:`StepMapper` is the same mappings for exactly one control step on plain Python floats (the
+robot's hot path, where numpy's per-call cost on 2-6 element vectors outweighs the arithmetic). It is
+not a second definition: it performs the same IEEE-754 double operations in the same order, its
+results equal the vectorised functions bit for bit (tests/test_observation.py checks this on many
+thousands of random states, actions and commands), and a change to one must be made to the other.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from mpo_ros.errors import ContractError
 from mpo_ros.spec import RobotSpec
 
 __all__ = [
+    "StepMapper",
     "action_to_command",
     "build_observation",
     "command_to_action",
@@ -146,3 +153,117 @@ def joint_array(
             f"The policy expects {list(spec.joint_names)}"
         )
     return values[[index[n] for n in spec.joint_names]]
+
+
+# ------------------------------------------------------------------------------- one control step
+
+
+class StepMapper:
+    """build_observation, action_to_command, limit_command and executed_action for one control step.
+
+    The robot runtime calls these every control period on vectors of 2-6 joints; as numpy calls they
+    cost about 15 us per step, mostly per-call overhead, against the control loop's budget of 20 us for
+    observation + inference + safety. Here they are plain float arithmetic with nothing allocated but
+    the result lists. The operations mirror the vectorised functions one for one (numpy's
+    ``maximum(a, b)`` is ``a if a > b else b`` for non-NaN values, ``minimum`` likewise with ``<``,
+    so even signed zeros agree), which makes the results equal bit for bit. Inputs must be finite: the
+    callers reject NaN/inf first (numpy would propagate NaN where this code does not).
+
+    Args:
+        spec: the robot contract; its per-joint numbers are read once.
+    """
+
+    def __init__(self, spec: RobotSpec) -> None:
+        arrays = spec.joint_arrays
+        self.num_joints = spec.num_joints
+        self.goal_dim = spec.task.goal_dim
+        self.observation_size = observation_size(spec)
+        self._default: list[float] = arrays.default.tolist()
+        # (default, action_scale, lower, upper, max_delta) per joint, in contract order.
+        self._joints = tuple(
+            zip(
+                self._default,
+                arrays.action_scale.tolist(),
+                arrays.lower.tolist(),
+                arrays.upper.tolist(),
+                arrays.max_delta.tolist(),
+                strict=True,
+            )
+        )
+        blocks = ("joint_positions", "joint_velocities", "last_action", "goal")
+        self._layout = tuple(blocks.index(block) for block in spec.observation)
+
+    def write_observation(
+        self,
+        out: np.ndarray,
+        joint_positions: list[float],
+        joint_velocities: list[float],
+        last_action: list[float],
+        goal: list[float],
+    ) -> None:
+        """Write ``build_observation(spec, ...)`` for one state into ``out`` (float32 [obs_dim]).
+
+        ``out`` is typically the policy's input buffer, so the observation lands where inference reads
+        it without an intermediate array. The float64 -> float32 rounding happens in the assignment,
+        as in build_observation's ``astype``.
+        """
+        n = self.num_joints
+        if not (len(joint_positions) == len(joint_velocities) == len(last_action) == n):
+            raise ContractError(
+                f"joint_positions, joint_velocities and last_action must have {n} values, got "
+                f"{len(joint_positions)}, {len(joint_velocities)} and {len(last_action)}"
+            )
+        if len(goal) != self.goal_dim:
+            raise ContractError(f"goal must have {self.goal_dim} values, got {len(goal)}")
+        parts = (
+            [p - d for p, d in zip(joint_positions, self._default, strict=True)],
+            joint_velocities,
+            last_action,
+            goal,
+        )
+        values: list[float] = []
+        for block in self._layout:
+            values += parts[block]
+        out[:] = values
+
+    def command(
+        self, previous_command: list[float], action: list[float]
+    ) -> tuple[list[float], list[float], bool]:
+        """``(command, executed, limited)`` for a policy action, from the last sent command.
+
+        command = limit_command(spec, previous_command, action_to_command(spec, action));
+        executed = executed_action(spec, command), the next observation's last action;
+        limited = limit_command changed the command (a joint or per-step limit was active).
+        """
+        if len(previous_command) != self.num_joints or len(action) != self.num_joints:
+            raise ContractError(
+                f"previous_command and action must have {self.num_joints} values, got "
+                f"{len(previous_command)} and {len(action)}"
+            )
+        commands: list[float] = []
+        executed: list[float] = []
+        limited = False
+        for (default, scale, lower, upper, max_delta), previous, value in zip(
+            self._joints, previous_command, action, strict=True
+        ):
+            # action_to_command: minimum(maximum(action, -1), 1), then the joint limits.
+            value = value if value > -1.0 else -1.0
+            value = value if value < 1.0 else 1.0
+            wanted = default + scale * value
+            wanted = wanted if wanted > lower else lower
+            wanted = wanted if wanted < upper else upper
+            # limit_command, operation for operation.
+            low = previous - max_delta
+            low = low if low > lower else lower
+            high = previous + max_delta
+            high = high if high < upper else upper
+            high = high if high > lower else lower
+            command = wanted if wanted > low else low
+            command = command if command < high else high
+            limited = limited or command != wanted
+            commands.append(command)
+            # executed_action: (command - default) / scale, clipped to [-1, 1].
+            back = (command - default) / scale
+            back = back if back > -1.0 else -1.0
+            executed.append(back if back < 1.0 else 1.0)
+        return commands, executed, limited

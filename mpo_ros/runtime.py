@@ -49,7 +49,7 @@ from mpo_ros.contract_io import (
     decode_metadata,
 )
 from mpo_ros.errors import ContractError, PolicyFileError
-from mpo_ros.observation import action_to_command, build_observation, executed_action, limit_command
+from mpo_ros.observation import StepMapper, build_observation, executed_action, limit_command
 from mpo_ros.spec import RobotSpec
 
 __all__ = [
@@ -223,11 +223,38 @@ class OnnxPolicy:
         # Summing Python floats is ~4x cheaper than np.isfinite(...).all() on a few elements, and the
         # outputs are clipped to [-1, 1], so a non-finite sum means a non-finite element.
         if not math.isfinite(sum(action.tolist())):
-            raise NonFiniteActionError(
-                f"{self.path} produced a non-finite action {action.tolist()} for observation "
-                f"{np.asarray(observation).tolist()}; the weights may be broken: re-export the policy"
-            )
+            self._non_finite(action.tolist(), observation)
         return action
+
+    @property
+    def input_buffer(self) -> np.ndarray:
+        """The float32 [obs_dim] buffer bound to the session: what :meth:`act_bound` runs on."""
+        return self._input[0]
+
+    def act_bound(self) -> list[float]:
+        """The action (as Python floats) for the observation already written into :attr:`input_buffer`.
+
+        :func:`policy_step`'s hot path: the observation is written straight into the bound buffer
+        (``StepMapper.write_observation``) and the action is read out as floats for
+        ``StepMapper.command``, so no array is copied or allocated around inference. Counted in
+        :meth:`latency_stats` like :meth:`act`; raises NonFiniteActionError on NaN/inf output.
+        """
+        start = time.perf_counter_ns()
+        self._session.run_with_iobinding(self._binding)
+        if self._sync_outputs:
+            self._binding.synchronize_outputs()
+        action = self._output[0].tolist()
+        self._latency_ns[self._calls % len(self._latency_ns)] = time.perf_counter_ns() - start
+        self._calls += 1
+        if not math.isfinite(sum(action)):
+            self._non_finite(action, self._input[0])
+        return action
+
+    def _non_finite(self, action: list[float], observation: np.ndarray) -> None:
+        raise NonFiniteActionError(
+            f"{self.path} produced a non-finite action {action} for observation "
+            f"{np.asarray(observation).tolist()}; the weights may be broken: re-export the policy"
+        )
 
     def act_batch(self, observations: np.ndarray) -> np.ndarray:
         """Actions [B, act_dim] for observations [B, obs_dim] (evaluation, parity checks; not timed)."""
@@ -356,7 +383,9 @@ class SafetyDecision(NamedTuple):
 
 def _finite(values: np.ndarray) -> bool:
     # Exact for float32 inputs (a float64 sum of float32 values cannot overflow at these sizes).
-    return math.isfinite(sum(values.tolist()))
+    # ravel: an observation broadcast to 2-D by a wrongly shaped input is a fault (the policy refuses
+    # its shape), not a TypeError from summing nested lists.
+    return math.isfinite(sum(values.ravel().tolist()))
 
 
 class SafetyFilter:
@@ -375,6 +404,10 @@ class SafetyFilter:
     takes the measured joint positions at enable time as the initial hold command, so enabling never
     makes the arm jump, and sets the last action fed back into observations the way simulation does
     at an episode start (the action of the held pose).
+
+    The last command and last action are kept as Python floats for ``observation.StepMapper``, the
+    single-step form of the contract mappings (bit-identical to the vectorised ones, a third of the
+    cost); :attr:`last_command` and :attr:`last_action` give them as arrays.
     """
 
     def __init__(self, spec: RobotSpec, on_fault: str = "hold") -> None:
@@ -388,8 +421,9 @@ class SafetyFilter:
         self.limited_steps = 0
         self._lower = np.array([j.lower for j in spec.joints])
         self._upper = np.array([j.upper for j in spec.joints])
-        self._last_command = np.array([j.default for j in spec.joints])
-        self.last_action = np.zeros(spec.action_dim)
+        self._mapper = StepMapper(spec)
+        self._command: list[float] = [j.default for j in spec.joints]
+        self._action: list[float] = [0.0] * spec.action_dim
         self.enabled = False
         self.stopped = False
 
@@ -405,7 +439,19 @@ class SafetyFilter:
     @property
     def last_command(self) -> np.ndarray:
         """The last safe command (a copy): what the robot is told to hold."""
-        return self._last_command.copy()
+        return np.array(self._command)
+
+    @property
+    def last_action(self) -> np.ndarray:
+        """The executed action (a copy) the next observation's ``last_action`` block carries."""
+        return np.array(self._action)
+
+    @last_action.setter
+    def last_action(self, value: np.ndarray) -> None:
+        action = np.asarray(value, dtype=np.float64)
+        if action.shape != (self.spec.action_dim,):
+            raise ContractError(f"last_action must have shape ({self.spec.action_dim},), got {action.shape}")
+        self._action = action.tolist()
 
     def reset(self, hold_positions: np.ndarray) -> None:
         """Enable: hold ``hold_positions`` (measured joints, contract order), clear the fault latch.
@@ -419,10 +465,11 @@ class SafetyFilter:
                 f"cannot enable: hold positions must be {self.spec.num_joints} finite values for "
                 f"{list(self.spec.joint_names)}, got {hold.tolist()}; wait for a valid /joint_states"
             )
-        self._last_command = np.clip(hold, self._lower, self._upper)
+        command = np.clip(hold, self._lower, self._upper)
+        self._command = command.tolist()
         # As in simulation (sim/reach_env.py reset): the held pose is the previous command and its
         # action, clipped to [-1, 1], the last action the first observation sees.
-        self.last_action = executed_action(self.spec, self._last_command)
+        self._action = executed_action(self.spec, command).tolist()
         self.enabled = True
         self.stopped = False
 
@@ -436,11 +483,9 @@ class SafetyFilter:
         gate = self._gate(observation, action)
         if gate is not None:
             return gate
-        if action.shape != self.last_action.shape:
+        if action.shape != (self.spec.action_dim,):
             return self.reject(FAULT_BAD_INPUT)
-        decision = self._accept(action_to_command(self.spec, action))
-        self.last_action = executed_action(self.spec, decision.command)
-        return decision
+        return self._accept_action(np.asarray(action, dtype=np.float64).tolist())
 
     def step_command(self, observation: np.ndarray, command: np.ndarray) -> SafetyDecision:
         """Like :meth:`step` for a controller that already produced joint position targets (rad)."""
@@ -448,15 +493,21 @@ class SafetyFilter:
         gate = self._gate(observation, command)
         if gate is not None:
             return gate
-        if command.shape != self._last_command.shape:
+        if command.shape != (self.spec.num_joints,):
             return self.reject(FAULT_BAD_INPUT)
-        return self._accept(np.asarray(command, dtype=np.float64))
+        wanted = np.asarray(command, dtype=np.float64)
+        limited = limit_command(self.spec, np.array(self._command), wanted)
+        self.steps += 1
+        if not np.array_equal(limited, wanted):
+            self.limited_steps += 1
+        self._command = limited.tolist()
+        return SafetyDecision(limited, True, None)
 
     def reject(self, fault: str) -> SafetyDecision:
         """Count ``fault`` and return the hold (or stop) decision for it."""
         self.steps += 1
         self.fault_counts[fault] = self.fault_counts.get(fault, 0) + 1
-        hold = self._last_command.copy()
+        hold = np.array(self._command)
         if not self.enabled:
             return SafetyDecision(hold, False, fault)
         if self.on_fault == "stop":
@@ -475,13 +526,14 @@ class SafetyFilter:
             return self.reject(FAULT_NONFINITE_ACTION)
         return None
 
-    def _accept(self, wanted: np.ndarray) -> SafetyDecision:
-        command = limit_command(self.spec, self._last_command, wanted)
+    def _accept_action(self, action: list[float]) -> SafetyDecision:
+        """A finite action of the right size: map, limit, and remember command and executed action."""
+        command, self._action, limited = self._mapper.command(self._command, action)
         self.steps += 1
-        if not np.array_equal(command, wanted):
+        if limited:
             self.limited_steps += 1
-        self._last_command = command
-        return SafetyDecision(command.copy(), True, None)
+        self._command = command
+        return SafetyDecision(np.array(command), True, None)
 
 
 def policy_step(
@@ -500,9 +552,32 @@ def policy_step(
     """
     if not safety.enabled or safety.stopped:
         return safety.reject(FAULT_NOT_ENABLED if not safety.enabled else FAULT_STOPPED)
+    mapper = safety._mapper
+    if (
+        type(policy) is OnnxPolicy
+        and policy.obs_dim == mapper.observation_size
+        and policy.act_dim == mapper.num_joints
+    ):
+        positions = _floats(joint_positions, mapper.num_joints)
+        velocities = _floats(joint_velocities, mapper.num_joints)
+        goal_values = _floats(goal, mapper.goal_dim)
+        if positions is not None and velocities is not None and goal_values is not None:
+            # The hot path: same mappings (StepMapper), same checks, same faults as the general path
+            # below, without building intermediate arrays.
+            observation = policy.input_buffer
+            mapper.write_observation(observation, positions, velocities, safety._action, goal_values)
+            if not math.isfinite(sum(observation.tolist())):
+                return safety.reject(FAULT_NONFINITE_OBSERVATION)
+            try:
+                action = policy.act_bound()
+            except NonFiniteActionError:
+                return safety.reject(FAULT_NONFINITE_ACTION)
+            return safety._accept_action(action)
+    # Anything else (lists, other dtypes or sizes, a policy object that is not an OnnxPolicy): the
+    # vectorised mappings, which also turn wrong sizes into ContractError -> FAULT_BAD_INPUT.
     try:
         observation = build_observation(
-            safety.spec, joint_positions, joint_velocities, safety.last_action, goal
+            safety.spec, joint_positions, joint_velocities, np.array(safety._action), goal
         )
         if not _finite(observation):
             return safety.reject(FAULT_NONFINITE_OBSERVATION)
@@ -512,3 +587,14 @@ def policy_step(
     except ContractError:
         return safety.reject(FAULT_BAD_INPUT)
     return safety.step(observation, action)
+
+
+def _floats(values: Any, size: int) -> list[float] | None:
+    """``values`` as Python floats when it is a 1-D float ndarray of ``size`` elements, else None.
+
+    Float arrays only: their elements convert to Python floats exactly, as ``np.asarray(..., float64)``
+    would; anything else goes the general path, which converts and validates it the vectorised way.
+    """
+    if type(values) is np.ndarray and values.shape == (size,) and values.dtype.kind == "f":
+        return values.tolist()
+    return None

@@ -7,7 +7,7 @@ import pytest
 
 from mpo_ros import observation
 from mpo_ros.errors import ContractError
-from mpo_ros.spec import load_spec
+from mpo_ros.spec import JointSpec, RobotSpec, TaskSpec, load_spec
 
 
 @pytest.fixture(scope="module", params=["arm2", "arm6"])
@@ -109,3 +109,126 @@ def test_joint_array_names_a_missing_joint(spec) -> None:
         observation.joint_array(spec, names, np.zeros(len(names)))
     with pytest.raises(ContractError, match="names but"):
         observation.joint_array(spec, list(spec.joint_names), np.zeros(spec.num_joints + 1))
+
+
+# --- StepMapper: the single-step form must equal the vectorised functions bit for bit ------------------
+
+
+def _awkward_spec() -> RobotSpec:
+    """Another layout order, no last_action block, floats that do not round nicely, a limit at 0.0."""
+    third = 1.0 / 3.0
+    joints = (
+        # Default -0.0 at a lower limit of +0.0: numpy and StepMapper must agree even on signed zeros.
+        JointSpec("j0", 0.0, 1.0 + third, 2.0, -0.0, 0.7 + third, 0.05 + 1e-9),
+        JointSpec("j1", -2.1 - third, 0.4, 3.3, -0.3, 1.9, 0.2 + third),  # scale reaches past both limits
+        JointSpec("j2", -0.5, 0.5, 1.0, 0.1, 1e-3, 1e-4),
+    )
+    task = TaskSpec("reach", (0.1, -0.2, 0.0), (0.3, 0.2 + third, 0.1), 0.025, 1.5)
+    return RobotSpec("awkward3", joints, 123.456789, 7, ("goal", "joint_velocities", "joint_positions"), task)
+
+
+@pytest.fixture(scope="module", params=["arm2", "arm6", "awkward3"])
+def any_spec(request) -> RobotSpec:
+    return _awkward_spec() if request.param == "awkward3" else load_spec(request.param)
+
+
+def _bits(values) -> np.ndarray:
+    """Integer view of float64/float32 values: equal bits, signed zeros included."""
+    array = np.ascontiguousarray(values)
+    return array.view(np.int64 if array.dtype == np.float64 else np.int32)
+
+
+def _random_actions(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
+    """Policy-like float32 actions, far out-of-range values, and the exact edges -1, 0, -0.0, 1."""
+    actions = rng.normal(0.0, 1.5, (count, size))
+    edges = rng.choice(np.array([-1.0, 1.0, 0.0, -0.0, 5.0, -5.0]), (count, size))
+    use_edge = rng.random((count, size)) < 0.15
+    actions = np.where(use_edge, edges, actions)
+    as_float32 = rng.random(count) < 0.5  # what OnnxPolicy returns
+    actions[as_float32] = actions[as_float32].astype(np.float32)
+    return actions
+
+
+def _random_commands(rng: np.random.Generator, spec: RobotSpec, count: int) -> np.ndarray:
+    """Commands inside, on and beyond the joint limits (a measured hold pose can be past a limit)."""
+    arrays = spec.joint_arrays
+    span = arrays.upper - arrays.lower
+    commands = rng.uniform(arrays.lower - 0.5 * span, arrays.upper + 0.5 * span, (count, spec.num_joints))
+    on_limit = rng.choice(np.stack([arrays.lower, arrays.upper]), count)  # rows of lower or upper
+    pick = rng.random((count, spec.num_joints)) < 0.1
+    return np.where(pick, on_limit, commands)
+
+
+def test_step_mapper_command_equals_the_vectorised_mappings(any_spec: RobotSpec) -> None:
+    spec, rng = any_spec, np.random.default_rng(7)
+    mapper = observation.StepMapper(spec)
+    count = 4000
+    actions = _random_actions(rng, count, spec.action_dim)
+    previous = _random_commands(rng, spec, count)
+    wanted = observation.action_to_command(spec, actions)
+    # About half the steps start within about one max_delta of the mapped target, where the per-step
+    # limit is often inactive, so both outcomes of `limited` are exercised.
+    near = rng.random(count) < 0.5
+    offsets = rng.uniform(-1.2, 1.2, (count, spec.num_joints)) * spec.joint_arrays.max_delta
+    previous[near] = (wanted + offsets)[near]
+    expected = observation.limit_command(spec, previous, wanted)
+    expected_executed = observation.executed_action(spec, expected)
+    expected_limited = np.any(expected != wanted, axis=-1)
+    results = [mapper.command(p.tolist(), a.tolist()) for p, a in zip(previous, actions, strict=True)]
+    commands = np.array([r[0] for r in results])
+    executed = np.array([r[1] for r in results])
+    limited = np.array([r[2] for r in results])
+    assert 0.05 < limited.mean() < 0.95, "both limited and unlimited steps are covered"
+    np.testing.assert_array_equal(_bits(commands), _bits(expected))
+    np.testing.assert_array_equal(_bits(executed), _bits(expected_executed))
+    np.testing.assert_array_equal(limited, expected_limited)
+
+
+def test_step_mapper_command_equals_the_vectorised_mappings_along_a_trajectory(any_spec: RobotSpec) -> None:
+    """Fed back on itself like the control loop, so limits are hit from the states the loop produces."""
+    spec, rng = any_spec, np.random.default_rng(11)
+    mapper = observation.StepMapper(spec)
+    fast = vectorised = _random_commands(rng, spec, 1)[0]
+    fast = fast.tolist()
+    for action in _random_actions(rng, 2000, spec.action_dim):
+        fast, executed, limited = mapper.command(fast, action.tolist())
+        wanted = observation.action_to_command(spec, action)
+        vectorised = observation.limit_command(spec, vectorised, wanted)
+        assert _bits(np.array(fast)).tolist() == _bits(vectorised).tolist()
+        assert (
+            _bits(np.array(executed)).tolist()
+            == _bits(observation.executed_action(spec, vectorised)).tolist()
+        )
+        assert limited == (not np.array_equal(vectorised, wanted))
+
+
+def test_step_mapper_observation_equals_build_observation(any_spec: RobotSpec) -> None:
+    spec, rng = any_spec, np.random.default_rng(3)
+    mapper = observation.StepMapper(spec)
+    n, count = spec.num_joints, 4000
+    assert mapper.observation_size == observation.observation_size(spec)
+    positions = _random_commands(rng, spec, count)
+    velocities = rng.normal(0.0, 3.0, (count, n)) * rng.choice([1e-6, 1.0, 1e3], (count, 1))
+    last_actions = observation.executed_action(spec, _random_commands(rng, spec, count))
+    goals = rng.uniform(-2.0, 2.0, (count, spec.task.goal_dim))
+    positions[:5] = positions[:5].astype(np.float32)  # float32 inputs (a JointState view) convert exactly
+    expected = observation.build_observation(spec, positions, velocities, last_actions, goals)
+    out = np.empty((count, mapper.observation_size), np.float32)
+    for i in range(count):
+        mapper.write_observation(
+            out[i], positions[i].tolist(), velocities[i].tolist(), last_actions[i].tolist(), goals[i].tolist()
+        )
+    np.testing.assert_array_equal(_bits(out), _bits(expected))
+
+
+def test_step_mapper_rejects_wrong_sizes(any_spec: RobotSpec) -> None:
+    spec = any_spec
+    mapper = observation.StepMapper(spec)
+    n, out = spec.num_joints, np.empty(observation.observation_size(spec), np.float32)
+    goal = [0.0] * spec.task.goal_dim
+    with pytest.raises(ContractError, match="joint_positions"):
+        mapper.write_observation(out, [0.0] * (n + 1), [0.0] * n, [0.0] * n, goal)
+    with pytest.raises(ContractError, match="goal"):
+        mapper.write_observation(out, [0.0] * n, [0.0] * n, [0.0] * n, [*goal, 0.0])
+    with pytest.raises(ContractError, match="action"):
+        mapper.command([0.0] * n, [0.0] * (n - 1))

@@ -191,3 +191,86 @@ def test_policy_step_reproduces_the_simulated_control_loop(policy: OnnxPolicy) -
             positions, velocities = obs[:2] + default_command(SPEC), obs[2:4]
     finally:
         env.close()
+
+
+def _states(rng: np.random.Generator, count: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Joint states inside and beyond the limits, fast and slow, and goals across the task's range."""
+    span = UPPER - LOWER
+    return [
+        (
+            rng.uniform(LOWER - 0.3 * span, UPPER + 0.3 * span),
+            rng.normal(0.0, 2.0, 2),
+            rng.uniform(SPEC.task.goal_low, SPEC.task.goal_high),
+        )
+        for _ in range(count)
+    ]
+
+
+def test_policy_step_fast_path_equals_the_general_path(policy: OnnxPolicy) -> None:
+    """float ndarrays take the StepMapper path, lists the vectorised one: identical decisions and state."""
+    fast, general = _enabled(), _enabled()
+    policy.reset_latency_stats()
+    states = _states(np.random.default_rng(5), 600)
+    for i, (positions, velocities, goal) in enumerate(states):
+        if i % 3 == 0:  # float32 inputs (e.g. a view of a float32 message array) also take the fast path
+            positions, velocities = positions.astype(np.float32), velocities.astype(np.float32)
+        a = policy_step(policy, fast, positions, velocities, goal)
+        b = policy_step(policy, general, positions.tolist(), velocities.tolist(), goal.tolist())
+        assert a.publish == b.publish and a.fault == b.fault is None
+        assert a.command.dtype == b.command.dtype == np.float64
+        assert a.command.tobytes() == b.command.tobytes()
+        assert fast.last_action.tobytes() == general.last_action.tobytes()
+    assert fast.limited_steps == general.limited_steps > 0 and fast.steps == general.steps == 600
+    assert policy.latency_stats().count == 1200  # both paths count their inference
+
+
+def test_policy_step_fast_path_faults_like_the_general_path(policy: OnnxPolicy) -> None:
+    good = (np.array([0.1, -0.2]), np.zeros(2), np.array([0.3, 0.0]))
+    cases = {
+        "nan position": ((np.array([np.nan, 0.0]), *good[1:]), FAULT_NONFINITE_OBSERVATION),
+        "inf velocity": ((good[0], np.array([0.0, np.inf]), good[2]), FAULT_NONFINITE_OBSERVATION),
+        "nan goal": ((*good[:2], np.array([np.nan, 0.0])), FAULT_NONFINITE_OBSERVATION),
+        # finite in float64, inf once rounded to the policy's float32 input
+        "float32 overflow": ((good[0], np.array([1e39, 0.0]), good[2]), FAULT_NONFINITE_OBSERVATION),
+        "goal too long": ((*good[:2], np.zeros(3)), FAULT_BAD_INPUT),
+        "2-D positions": ((good[0][None], *good[1:]), FAULT_BAD_INPUT),
+        "int velocities": ((good[0], np.array([0, 1]), good[2]), None),
+    }
+    for name, (inputs, fault) in cases.items():
+        safety = _enabled()
+        before = safety.last_command
+        with np.errstate(over="ignore"):
+            decision = policy_step(policy, safety, *inputs)
+        assert decision.fault == fault, name
+        assert decision.publish
+        if fault is not None:
+            np.testing.assert_array_equal(decision.command, before)
+            assert safety.fault_counts == {fault: 1}, name
+        np.testing.assert_array_equal(safety.last_command, decision.command)
+
+
+def test_policy_step_non_finite_action_holds(tmp_path: Path) -> None:
+    """A graph that returns NaN for some observations: hold (fast and general path alike), then resume."""
+
+    class SqrtPolicy(torch.nn.Module):
+        def forward(self, observations: torch.Tensor) -> torch.Tensor:
+            return torch.sqrt(observations[:, :2]).clamp(-1.0, 1.0)  # NaN when a relative position < 0
+
+    from mpo_ros.export import export_module
+
+    rng = np.random.default_rng(0)
+    parity = rng.uniform(0.0, 1.0, (1000, 8)).astype(np.float32)
+    export_module(SqrtPolicy(), 8, 2, tmp_path / "sqrt.onnx", robot_spec=SPEC, parity_observations=parity)
+    sqrt_policy = OnnxPolicy(tmp_path / "sqrt.onnx", require_contract=True)
+    default = default_command(SPEC)
+    for as_list in (False, True):
+        safety = _enabled(hold=default.copy())
+        below = default - 0.1
+        inputs = (below, np.zeros(2), np.array([0.3, 0.0]))
+        if as_list:
+            inputs = tuple(x.tolist() for x in inputs)
+        decision = policy_step(sqrt_policy, safety, *inputs)
+        assert decision.fault == FAULT_NONFINITE_ACTION and decision.publish
+        np.testing.assert_array_equal(decision.command, default)
+        resumed = policy_step(sqrt_policy, safety, default + 0.1, np.zeros(2), np.array([0.3, 0.0]))
+        assert resumed.fault is None and np.all(resumed.command > default)
