@@ -9,7 +9,11 @@ What is timed, per call, with time.perf_counter_ns around exactly one call:
 - ``torch_eager``  the torch module the file was exported from, ``module(torch.from_numpy(obs)[None])`` under
   ``torch.inference_mode()`` with 1 thread;
 - ``policy_step``  (robot models only) the whole control step ``runtime.policy_step``: observation building,
-  inference, safety filter.
+  inference, safety filter (the ``observation.StepMapper`` hot path);
+- ``policy_step_previous``  (robot models only) the same control step as ``runtime.policy_step`` computed it
+  before the StepMapper hot path (commit 8c4de1b): vectorised ``observation.*`` calls on 2-6 element arrays,
+  ``OnnxPolicy.act``, the SafetyFilter's checks. Kept here only, as the side-by-side baseline; the benchmark
+  asserts that it produces bit-identical commands.
 
 Contenders run interleaved in rounds (A B C D, then rotated) so that machine noise hits all alike;
 a warm-up per contender is discarded. Observations cycle through a fixed random set. Models: the
@@ -28,6 +32,7 @@ import argparse
 import datetime
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import sys
@@ -43,8 +48,14 @@ import torch
 from mpo_ros.export import export_module
 from mpo_ros.mpo.networks import GaussianPolicy, ObservationNormalizer
 from mpo_ros.mpo.policy import DeterministicPolicy
-from mpo_ros.observation import observation_size
-from mpo_ros.runtime import OnnxPolicy, SafetyFilter, policy_step
+from mpo_ros.observation import (
+    action_to_command,
+    build_observation,
+    executed_action,
+    limit_command,
+    observation_size,
+)
+from mpo_ros.runtime import OnnxPolicy, SafetyDecision, SafetyFilter, policy_step
 from mpo_ros.spec import RobotSpec, load_spec, models_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +95,53 @@ def bare_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _finite(values: np.ndarray) -> bool:
+    return math.isfinite(sum(values.tolist()))
+
+
+class PreviousPolicyStep:
+    """``runtime.policy_step`` + ``SafetyFilter.step`` as they were at commit 8c4de1b, healthy steps only.
+
+    Every check and call of the old path on an enabled filter with finite data (the only case this
+    benchmark times) is here in the old order; the fault branches raise instead, as they never run.
+    """
+
+    def __init__(self, spec: RobotSpec, hold: np.ndarray) -> None:
+        self.spec = spec
+        lower = np.array([j.lower for j in spec.joints])
+        upper = np.array([j.upper for j in spec.joints])
+        self.last_command = np.clip(np.asarray(hold, dtype=np.float64), lower, upper)
+        self.last_action = executed_action(spec, self.last_command)
+        self.enabled, self.stopped = True, False
+        self.steps = self.limited_steps = 0
+
+    def __call__(
+        self, policy: OnnxPolicy, positions: np.ndarray, velocities: np.ndarray, goal: np.ndarray
+    ) -> SafetyDecision:
+        if not self.enabled or self.stopped:
+            raise AssertionError("benchmark states are healthy")
+        observation = build_observation(self.spec, positions, velocities, self.last_action, goal)
+        if not _finite(observation):
+            raise AssertionError("benchmark states are healthy")
+        action = policy.act(observation)
+        # SafetyFilter.step
+        observation, action = np.asarray(observation), np.asarray(action)
+        if not self.enabled or self.stopped or not _finite(observation) or not _finite(action):
+            raise AssertionError("benchmark states are healthy")
+        if action.shape != self.last_action.shape:
+            raise AssertionError("benchmark states are healthy")
+        wanted = action_to_command(self.spec, action)
+        # SafetyFilter._accept
+        command = limit_command(self.spec, self.last_command, wanted)
+        self.steps += 1
+        if not np.array_equal(command, wanted):
+            self.limited_steps += 1
+        self.last_command = command
+        decision = SafetyDecision(command.copy(), True, None)
+        self.last_action = executed_action(self.spec, decision.command)
+        return decision
+
+
 def contenders(
     path: Path, module: torch.nn.Module | None, spec: RobotSpec | None, rng: np.random.Generator
 ) -> dict[str, Callable[[int], object]]:
@@ -111,12 +169,26 @@ def contenders(
         velocities = rng.normal(0.0, 0.5, (1024, spec.num_joints))
         goals = rng.uniform(spec.task.goal_low, spec.task.goal_high, (1024, spec.task.goal_dim))
         safety.reset(positions[0])
+        previous = PreviousPolicyStep(spec, positions[0])
+        # Same commands, bit for bit, from the same states (the last command and action fed back).
+        check, check_previous = SafetyFilter(spec), PreviousPolicyStep(spec, positions[0])
+        check.reset(positions[0])
+        for k in range(1024):
+            new = policy_step(policy, check, positions[k], velocities[k], goals[k])
+            old = check_previous(policy, positions[k], velocities[k], goals[k])
+            assert new.fault is None and new.command.tobytes() == old.command.tobytes()
+        assert check.limited_steps == check_previous.limited_steps
 
         def full_step(i: int) -> object:
             k = i & 1023
             return policy_step(policy, safety, positions[k], velocities[k], goals[k])
 
+        def previous_step(i: int) -> object:
+            k = i & 1023
+            return previous(policy, positions[k], velocities[k], goals[k])
+
         calls["policy_step"] = full_step
+        calls["policy_step_previous"] = previous_step
     # Sanity: every contender computes the same policy (torch within export parity).
     reference = np.asarray(calls["bare_ort"](5))
     assert np.abs(np.asarray(calls["onnx_policy"](5)) - reference).max() == 0.0
@@ -169,15 +241,44 @@ def summarize(us: np.ndarray) -> dict[str, float]:
 
 
 def ratios(figures: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    base = figures["bare_ort"]
+    pairs = [(name, "bare_ort") for name in figures if name != "bare_ort"]
+    if "policy_step_previous" in figures:
+        pairs.append(("policy_step", "policy_step_previous"))
     return {
-        f"{name}/bare_ort": {
-            "p50": round(f["p50_us"] / base["p50_us"], 3),
-            "p99": round(f["p99_us"] / base["p99_us"], 3),
+        f"{name}/{base}": {
+            "p50": round(figures[name]["p50_us"] / figures[base]["p50_us"], 3),
+            "p99": round(figures[name]["p99_us"] / figures[base]["p99_us"], 3),
         }
-        for name, f in figures.items()
-        if name != "bare_ort"
+        for name, base in pairs
     }
+
+
+POLICY_STEP_P99_TARGET_US = 20.0
+
+
+def summary(results: dict) -> dict:
+    """policy_step now vs before the StepMapper hot path, per robot model, against the p99 target."""
+    out = {}
+    for name, result in results.items():
+        figures = result["figures"]
+        if "policy_step" not in figures:
+            continue
+        new, old, act = figures["policy_step"], figures["policy_step_previous"], figures["onnx_policy"]
+        out[name] = {
+            "policy_step_p50_p99_us": [new["p50_us"], new["p99_us"]],
+            "policy_step_previous_p50_p99_us": [old["p50_us"], old["p99_us"]],
+            "ratio_new_over_previous_p50_p99": [
+                result["ratios"]["policy_step/policy_step_previous"]["p50"],
+                result["ratios"]["policy_step/policy_step_previous"]["p99"],
+            ],
+            "onnx_policy_act_p50_p99_us": [act["p50_us"], act["p99_us"]],
+            "step_overhead_beyond_act_p50_us": {
+                "policy_step": round(new["p50_us"] - act["p50_us"], 3),
+                "policy_step_previous": round(old["p50_us"] - act["p50_us"], 3),
+            },
+            "p99_target_met": new["p99_us"] <= POLICY_STEP_P99_TARGET_US,
+        }
+    return out
 
 
 def versions() -> dict[str, str | None]:
@@ -232,6 +333,7 @@ def main() -> int:
     results = {}
     for name, path, module, spec in models:
         calls = contenders(path, module, spec, rng)
+        load_model = os.getloadavg()[0]
         figures = measure(calls, args.calls, args.rounds, args.warmup)
         own = calls["_policy"].latency_stats()  # type: ignore[attr-defined]
         results[name] = {
@@ -243,6 +345,7 @@ def main() -> int:
                 "max": round(own.max * 1e6, 3),
                 "window": own.count,
             },
+            "load_average_1min_before_after": [round(load_model, 2), round(os.getloadavg()[0], 2)],
         }
         row = ", ".join(f"{k} p50 {v['p50_us']:.2f} / p99 {v['p99_us']:.2f} us" for k, v in figures.items())
         print(f"{name}: {row}")
@@ -264,6 +367,8 @@ def main() -> int:
         },
         "versions": versions(),
         "target": "onnx_policy adds < 10 % to bare_ort (ratio p50/p99 < 1.10)",
+        "policy_step_target": f"policy_step (observation + inference + safety) p99 <= {POLICY_STEP_P99_TARGET_US} us",
+        "summary": summary(results),
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
