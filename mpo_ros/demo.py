@@ -22,6 +22,7 @@ from mpo_ros.config import add_arguments, from_args, option
 
 log = logging.getLogger("mpo_ros.demo")
 
+
 def _arm2_recipe() -> Path:
     """The arm2 reach recipe that tests/sim/test_learning.py (the >= 90 % success test) trains with."""
     import mpo_ros_sim
@@ -108,7 +109,9 @@ def run_demo(config: DemoConfig) -> int:
         if not result["enabled"]:
             print("the policy node could not be enabled; see the logs above")
             return 1
-    print(f"\ndone. Deploy on a robot with: ros2 launch mpo_ros policy.launch.py policy:={onnx_path.resolve()}")
+    print(
+        f"\ndone. Deploy on a robot with: ros2 launch mpo_ros policy.launch.py policy:={onnx_path.resolve()}"
+    )
     return 0
 
 

@@ -13,7 +13,9 @@ def test_config_reference_matches_the_command_dataclasses() -> None:
     text = README.read_text()
     assert BEGIN in text and END in text, "README lost its configuration reference markers"
     current = text[text.index(BEGIN) : text.index(END) + len(END)]
-    assert current == render(), "README config reference is stale: paste `python -m mpo_ros.reference` into it"
+    assert current == render(), (
+        "README config reference is stale: paste `python -m mpo_ros.reference` into it"
+    )
 
 
 def test_readme_shows_the_two_commands() -> None:
