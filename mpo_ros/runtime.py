@@ -11,8 +11,9 @@ starts fast. Three pieces, each usable alone:
 - :func:`policy_step` is one control step, joint state in, :class:`SafetyDecision` out; the ROS
   policy node calls it once per tick and the latency benchmark measures exactly this call. For float
   arrays of the contract's sizes it takes a hot path (``observation.StepMapper`` writing straight into
-  the policy's bound input buffer, :meth:`OnnxPolicy.act_bound`), about 5 us on top of inference
-  instead of about 22 us; other inputs take the vectorised functions, with identical results.
+  the policy's bound input buffer, :meth:`OnnxPolicy.act_bound`), about 5-7 us on top of inference
+  instead of 21-23 us (benchmarks/results/inference_latency.json); other inputs take the vectorised
+  functions, with identical results.
 
 Typical node code::
 
