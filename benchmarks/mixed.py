@@ -16,7 +16,7 @@ steps, --eval-episodes episodes of the deterministic policy clamp(mean) on the f
 seed + 1_000_000 + i (identical for both variants), success = is_success at the final step. The
 curves are read back from each run's metrics.csv. One seed is a data point, not a conclusion.
 
-Run:  python benchmarks/mixed.py [--steps 12000] [--eval-every 3000] [--eval-episodes 30]
+Run:  python benchmarks/mixed.py [--steps 24000] [--eval-every 3000] [--eval-episodes 30]
                                  [--episodes 50] [--noise 0.3] [--seed 0]
 Writes benchmarks/results/mixed.json and prints a markdown table.
 """
@@ -156,7 +156,7 @@ def markdown(rows: list[dict], dataset: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12_000, help="env-step budget of each variant")
+    parser.add_argument("--steps", type=int, default=24_000, help="env-step budget of each variant")
     parser.add_argument("--eval-every", type=int, default=3_000, help="env steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=30)
     parser.add_argument("--episodes", type=int, default=50, help="behaviour episodes recorded")
