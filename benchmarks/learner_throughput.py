@@ -224,7 +224,7 @@ def main() -> int:
             "cpu_count": os.cpu_count(),
             "torch_threads_measured": args.threads,
             "omp_wait_policy": args.omp_wait_policy or "default",
-            "shared": "2 vCPU shared with other engineers' jobs (load average 3-5 during the run)",
+            "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
             "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(),
         },
