@@ -29,6 +29,7 @@ from torch import nn
 from mpo_ros.config import option
 from mpo_ros.errors import CheckpointError, ConfigError
 from mpo_ros.mpo import losses
+from mpo_ros.mpo.compilation import CompiledOrEager
 from mpo_ros.mpo.networks import TORSOS, Critic, GaussianParams, GaussianPolicy, ObservationNormalizer
 from mpo_ros.replay import SequenceBatch
 
@@ -104,6 +105,20 @@ class MPOConfig:
         True, "standardise observations with running statistics (Tonic: on)"
     )
     device: str = option("cpu", "torch device for the learner: cpu or cuda", choices=("cpu", "cuda"))
+    policy_states: str = option(
+        "sequence_start",
+        "states the E-step and M-step fit the policy on: 'sequence_start' (each replayed sequence's first "
+        "state; the sampled target-critic pass then covers 2B states) or 'bootstrap' (the n-step bootstrap "
+        "states, whose sampled target-critic values the critic target needs anyway: one pass over B states, "
+        "about half the update's compute; this is Acme's layout; n-step targets only)",
+        choices=("sequence_start", "bootstrap"),
+    )
+    compile: bool = option(
+        False,
+        "torch.compile the sampled target-critic pass (N x 2B rows, most of an update's time): fuses the "
+        "LayerNorm/tanh/ELU passes; costs ~10-20 s of compilation at the first update and needs a C++ "
+        "compiler on CPU (falls back to eager, with a warning, when compilation fails)",
+    )
 
     def __post_init__(self) -> None:
         self.policy_hidden = [int(h) for h in self.policy_hidden]
@@ -125,6 +140,11 @@ class MPOConfig:
             problems.append(f"target_tau={self.target_tau} must lie in (0, 1]")
         if self.target_update_period < 1:
             problems.append(f"target_update_period={self.target_update_period} must be >= 1")
+        if self.policy_states == "bootstrap" and self.retrace:
+            problems.append(
+                "policy_states='bootstrap' shares the n-step bootstrap pass, which Retrace does not have; use "
+                "policy_states='sequence_start' with retrace=True"
+            )
         if not self.policy_hidden or not self.critic_hidden:
             problems.append("policy_hidden and critic_hidden need at least one layer size each")
         if problems:
@@ -235,6 +255,10 @@ class MPOLearner:
         self.num_updates = 0
         self._online_params = [*self.policy.parameters(), *self.critic.parameters()]
         self._target_params = [*self.target_policy.parameters(), *self.target_critic.parameters()]
+        # Q for N sampled actions per state under the target critic: the update's hot path.
+        self._target_q_sampled = CompiledOrEager(
+            self.target_critic.sampled, "the sampled target-critic pass", config.compile
+        )
 
     # --- acting --------------------------------------------------------------------------------------
 
@@ -284,8 +308,9 @@ class MPOLearner:
         with torch.no_grad():
             if cfg.retrace:
                 prior, sampled, q_sampled, target = self._retrace_targets(b, obs)
+                policy_obs = obs
             else:
-                prior, sampled, q_sampled, target = self._n_step_targets(b, obs)
+                prior, sampled, q_sampled, target, policy_obs = self._n_step_targets(b, obs)
 
         # Policy evaluation.
         q = self.critic(obs, action)
@@ -307,7 +332,7 @@ class MPOLearner:
             metrics["kl_rel/penalty"] = pen_stats.kl_q_pi / cfg.epsilon_penalty
 
         # M-step.
-        online = self.policy(obs)
+        online = self.policy(policy_obs)
         loss_ce, ce_stats = losses.weighted_cross_entropy(sampled, weights, prior, online)
         kl_mean, kl_stddev = losses.decoupled_kl(prior, online, cfg.per_dim_constraining)
         loss_kl_mean, loss_alpha_mean, mean_stats = losses.trust_region_loss(
@@ -381,31 +406,40 @@ class MPOLearner:
 
     def _n_step_targets(
         self, b: SequenceBatch, obs: torch.Tensor
-    ) -> tuple[GaussianParams, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Prior at s_0, its N samples with target-critic values, and the n-step critic target.
+    ) -> tuple[GaussianParams, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The prior, its N samples with target-critic values, the n-step critic target, and the states the
+        policy is fitted on (``policy_states``).
 
-        When the prior is the target policy, s_0 and the bootstrap states go through the target networks in
-        one pass (2B states, N samples each)."""
+        When the prior is the target policy, every state that needs sampled values goes through the target
+        networks in one pass: [s_0; bootstrap states] (2B) for 'sequence_start', the bootstrap states alone
+        (B) for 'bootstrap', where one set of samples serves both the E-step and the critic's bootstrap."""
         cfg = self.config
         batch_size = obs.shape[0]
         last = (b.mask.sum(1).long() - 1).clamp_min(0)
         boot_obs = self.normalize(b.next_observations[torch.arange(batch_size, device=obs.device), last])
-        if self.prior is None:
+        share = cfg.policy_states == "bootstrap"
+        policy_obs = boot_obs if share else obs
+        if self.prior is None and share:
+            prior = self.target_policy(boot_obs)
+            sampled = _sample(prior, cfg.num_samples)  # [N, B, D]
+            q_sampled = self._target_q_sampled(boot_obs, sampled)  # [N, B]
+            q_boot = q_sampled
+        elif self.prior is None:
             both = self.target_policy(torch.cat([obs, boot_obs]))
             actions = _sample(both, cfg.num_samples)  # [N, 2B, D]
-            q_all = self.target_critic.sampled(torch.cat([obs, boot_obs]), actions)  # [N, 2B]
+            q_all = self._target_q_sampled(torch.cat([obs, boot_obs]), actions)  # [N, 2B]
             prior = GaussianParams(both.mean[:batch_size], both.scale[:batch_size])
             sampled, q_sampled, q_boot = actions[:, :batch_size], q_all[:, :batch_size], q_all[:, batch_size:]
         else:
-            prior = self._prior(obs)
+            prior = self._prior(policy_obs)
             sampled = _sample(prior, cfg.num_samples)
             boot_actions = _sample(self.target_policy(boot_obs), cfg.num_samples)
-            q_all = self.target_critic.sampled(
-                torch.cat([obs, boot_obs]), torch.cat([sampled, boot_actions], dim=1)
+            q_all = self._target_q_sampled(
+                torch.cat([policy_obs, boot_obs]), torch.cat([sampled, boot_actions], dim=1)
             )
             q_sampled, q_boot = q_all[:, :batch_size], q_all[:, batch_size:]
         target = losses.n_step_return(b.rewards, b.mask, b.terminated, q_boot.mean(0), cfg.discount)
-        return prior, sampled, q_sampled, target
+        return prior, sampled, q_sampled, target, policy_obs
 
     def _retrace_targets(
         self, b: SequenceBatch, obs: torch.Tensor
@@ -414,12 +448,12 @@ class MPOLearner:
         batch_size, length = b.rewards.shape
         prior = self._prior(obs)
         sampled = _sample(prior, cfg.num_samples)
-        q_sampled = self.target_critic.sampled(obs, sampled)
+        q_sampled = self._target_q_sampled(obs, sampled)
         seq_obs = self.normalize(b.observations.reshape(batch_size * length, -1))
         next_obs = self.normalize(b.next_observations.reshape(batch_size * length, -1))
         next_dist = self.target_policy(next_obs)
         next_actions = _sample(next_dist, cfg.num_samples)
-        next_values = self.target_critic.sampled(next_obs, next_actions).mean(0)
+        next_values = self._target_q_sampled(next_obs, next_actions).mean(0)
         seq_actions = b.actions.reshape(batch_size * length, -1)
         q_taken = self.target_critic(seq_obs, seq_actions)
         log_pi = losses.log_prob(self.target_policy(seq_obs), seq_actions.unsqueeze(0))[0]

@@ -48,6 +48,8 @@ FLAGS = [
     {"retrace": True},
     {"target_update": "hard", "target_update_period": 2},
     {"torso": "relu", "normalize_observations": False, "grad_norm_clip": 0.0},
+    {"policy_states": "bootstrap"},
+    {"policy_states": "bootstrap", "full_covariance": True, "per_dim_constraining": False},
 ]
 
 
@@ -152,3 +154,56 @@ def test_act_returns_samples_and_clamped_deterministic_actions() -> None:
     assert action.shape == (ACT,) and np.isfinite(logp)
     batch_actions, _ = learner.act(np.zeros((3, OBS)), deterministic=True)
     assert batch_actions.shape == (3, ACT) and np.abs(batch_actions).max() <= 1.0
+
+
+def _boot_states(learner: MPOLearner, batch) -> torch.Tensor:
+    b = learner._to_device(batch)
+    last = (b.mask.sum(1).long() - 1).clamp_min(0)
+    return learner.normalize(b.next_observations[torch.arange(b.mask.shape[0]), last])
+
+
+def test_bootstrap_policy_states_share_one_sample_set_between_e_step_and_critic_target() -> None:
+    """With policy_states='bootstrap' the E-step runs on s_{t+n} and its sampled values are the bootstrap."""
+    from mpo_ros.mpo import losses
+
+    learner = _learner(policy_states="bootstrap")
+    batch = _replay().sample(16, 3)
+    b = learner._to_device(batch)
+    obs = learner.normalize(b.observations[:, 0])
+    with torch.no_grad():
+        prior, sampled, q_sampled, target, policy_obs = learner._n_step_targets(b, obs)
+    boot = _boot_states(learner, batch)
+    torch.testing.assert_close(policy_obs, boot)
+    torch.testing.assert_close(prior.mean, learner.target_policy(boot).mean)
+    assert sampled.shape == (4, 16, ACT) and q_sampled.shape == (4, 16)
+    torch.testing.assert_close(q_sampled, learner.target_critic(boot.expand(4, -1, -1), sampled))
+    expected = losses.n_step_return(b.rewards, b.mask, b.terminated, q_sampled.mean(0), 0.99)
+    torch.testing.assert_close(target, expected)
+
+
+def test_sequence_start_policy_states_fit_the_policy_on_the_replayed_state() -> None:
+    learner = _learner()
+    batch = _replay().sample(16, 3)
+    b = learner._to_device(batch)
+    obs = learner.normalize(b.observations[:, 0])
+    with torch.no_grad():
+        prior, _, _, _, policy_obs = learner._n_step_targets(b, obs)
+    torch.testing.assert_close(policy_obs, obs)
+    torch.testing.assert_close(prior.mean, learner.target_policy(obs).mean)
+
+
+def test_bootstrap_policy_states_with_a_prior_sample_the_prior_at_the_bootstrap_states() -> None:
+    learner = _learner(policy_states="bootstrap")
+    prior = GaussianPolicy(OBS, ACT, hidden=[8], init_scale=0.05)
+    seen: list[torch.Tensor] = []
+    prior.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].detach().clone()))
+    learner.prior = prior
+    batch = _replay().sample(16, 3)
+    metrics = metrics_to_floats(learner.update(batch))
+    assert all(math.isfinite(v) for v in metrics.values())
+    torch.testing.assert_close(seen[0], _boot_states(learner, batch))
+
+
+def test_bootstrap_policy_states_refuse_retrace_with_the_fix() -> None:
+    with pytest.raises(ConfigError, match="policy_states='sequence_start'"):
+        MPOConfig(policy_states="bootstrap", retrace=True)
