@@ -109,23 +109,33 @@ def _time_updates(fn: Any, replay: ReplayBuffer, updates: int, batch: int, n_ste
     return updates / (time.perf_counter() - start)
 
 
-VARIANTS = {
-    # name: (update function, layernorm or relu torso, glibc allocator tuning)
-    "baseline": ("baseline", "layernorm", False),
-    "optimised": ("shipped", "layernorm", True),
-    "optimised_without_allocator_tuning": ("shipped", "layernorm", False),
-    "optimised_relu_torso": ("shipped", "relu", True),
+VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
+    # name: (update function, MPOConfig overrides, glibc allocator tuning)
+    "baseline": ("baseline", {}, False),
+    "optimised": ("shipped", {}, True),
+    "optimised_without_allocator_tuning": ("shipped", {}, False),
+    "optimised_compiled": ("shipped", {"compile": True}, True),
+    "optimised_relu_torso": ("shipped", {"torso": "relu"}, True),
+    # Acme's layout: the E-step reuses the bootstrap's samples (half the sampled critic rows)
+    "bootstrap_states": ("shipped", {"policy_states": "bootstrap"}, True),
+    "bootstrap_states_compiled": ("shipped", {"policy_states": "bootstrap", "compile": True}, True),
+    "bootstrap_states_compiled_relu_torso": (
+        "shipped",
+        {"policy_states": "bootstrap", "compile": True, "torso": "relu"},
+        True,
+    ),
 }
 
 
 def run_variant(name: str, args: argparse.Namespace) -> list[float]:
     """Measure one variant in this (fresh) process: allocator settings are process-wide and one-way."""
-    update, torso, tune = VARIANTS[name]
+    update, overrides, tune = VARIANTS[name]
     if tune:
         tune_cpu_allocator()
     torch.manual_seed(0)
     replay = _replay()
-    cfg = MPOConfig(num_samples=20, n_step=5, policy_hidden=[256, 256], critic_hidden=[256, 256], torso=torso)
+    sizes = {"num_samples": 20, "n_step": 5, "policy_hidden": [256, 256], "critic_hidden": [256, 256]}
+    cfg = MPOConfig(**{**sizes, **overrides})
     learner = MPOLearner(OBS, ACT, cfg)
     learner.observe(replay.observations[:5000])
     if update == "baseline":
@@ -136,18 +146,21 @@ def run_variant(name: str, args: argparse.Namespace) -> list[float]:
         fn = lambda b: baseline_update(learner, b)  # noqa: E731
     else:
         fn = learner.update
-    _time_updates(fn, replay, 10, args.batch, 5)  # warm-up: allocator, oneDNN primitive caches
+    # warm-up: allocator, oneDNN primitive caches, and compilation for the compiled variants
+    _time_updates(fn, replay, 10, args.batch, 5)
+    if cfg.compile and learner._target_q_sampled.mode != "compiled":
+        raise RuntimeError(f"{name}: compilation failed ({learner._target_q_sampled.mode})")
     return [_time_updates(fn, replay, args.updates, args.batch, 5) for _ in range(args.inner_reps)]
 
 
 def measure_updates(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     """Variants alternate (A B C D A B C D ...), each round in fresh subprocesses."""
-    rates: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    rates: dict[str, list[float]] = {k: [] for k in args.variants}
     env = dict(os.environ)
     if args.omp_wait_policy:
         env["OMP_WAIT_POLICY"] = args.omp_wait_policy
     for _ in range(args.rounds):
-        for name in VARIANTS:
+        for name in args.variants:
             cmd = [sys.executable, __file__, "--variant", name, "--threads", str(threads),
                    "--batch", str(args.batch), "--updates", str(args.updates),
                    "--inner-reps", str(args.inner_reps)]  # fmt: skip
@@ -202,6 +215,9 @@ def main() -> int:
     parser.add_argument("--inner-reps", type=int, default=3, help="timed repetitions per subprocess")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all variants")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS), help="variants to measure"
+    )
     parser.add_argument("--env-seconds", type=float, default=10.0)
     parser.add_argument("--out", default="benchmarks/results/learner_throughput.json")
     args = parser.parse_args()
