@@ -278,6 +278,17 @@ class MixedReplay:
         counts[last] += batch_size - sum(counts)
         return counts
 
+    def rng_states(self) -> list[dict[str, Any]]:
+        """Every buffer's sampling RNG state: an exact resume needs the logged buffers' too, which unlike
+        the online buffer are rebuilt from the datasets rather than loaded from the checkpoint."""
+        return [buf.rng.bit_generator.state for buf in self.buffers]
+
+    def set_rng_states(self, states: Sequence[dict[str, Any]]) -> None:
+        if len(states) != len(self.buffers):
+            raise ValueError(f"got {len(states)} RNG states for {len(self.buffers)} buffers")
+        for buf, state in zip(self.buffers, states, strict=True):
+            buf.rng.bit_generator.state = state
+
     def sample(self, batch_size: int, length: int) -> SequenceBatch:
         parts = [
             buf.sample(n, length)

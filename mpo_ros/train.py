@@ -241,8 +241,10 @@ def _save_checkpoint(
     loop: _Loop,
     env: Any,
     prior: Any = None,
+    sampler: Any = None,
 ) -> None:
-    """Write checkpoints/latest.pt atomically; ``prior``: the ABMPrior of --data runs, saved whole."""
+    """Write checkpoints/latest.pt atomically; ``prior``: the ABMPrior of --data runs, saved whole;
+    ``sampler``: their MixedReplay, whose per-buffer RNG states are saved."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     replay_name = f"replay-{loop.step}.npz"
     replay.save(ckpt_dir / replay_name)
@@ -270,6 +272,8 @@ def _save_checkpoint(
     }
     if prior is not None:
         state["abm_prior"] = prior.state_dict()
+    if sampler is not None:
+        state["sampler_rng"] = sampler.rng_states()
     _atomic_torch_save(state, ckpt_dir / CHECKPOINT_NAME)
     for old in ckpt_dir.glob("replay-*.npz"):
         if old.name != replay_name:
@@ -366,6 +370,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
         replay.load(ckpt_dir / checkpoint["replay_file"])
         loop = _Loop(**checkpoint["loop"])
         _set_rng_state(checkpoint["rng"], env)
+        if sampler is not None and "sampler_rng" in checkpoint:
+            sampler.set_rng_states(checkpoint["sampler_rng"])
+        elif sampler is not None:
+            log.warning("checkpoint has no logged-data sampler state (older mpo_ros): resume is not exact")
         if not loop.at_boundary:
             log.warning("checkpoint was written mid-episode at step %d: starting a new episode", loop.step)
             replay.end_episode()
@@ -379,7 +387,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         _run_loop(config, env, eval_env, learner, replay, loop, sink, ckpt_dir, sampler, prior)
     except KeyboardInterrupt:
         log.warning("interrupted at step %d: writing a checkpoint (resume with --resume)", loop.step)
-        _save_checkpoint(ckpt_dir, config, learner, replay, loop, env, prior)
+        _save_checkpoint(ckpt_dir, config, learner, replay, loop, env, prior, sampler)
         raise
     finally:
         sink.close()
@@ -486,13 +494,13 @@ def _run_loop(
         if config.checkpoint_every and loop.step >= loop.next_checkpoint and loop.at_boundary:
             loop.next_checkpoint = loop.step + config.checkpoint_every
             loop.elapsed_s = elapsed_before + time.perf_counter() - started
-            _save_checkpoint(ckpt_dir, config, learner, replay, loop, env, prior)
+            _save_checkpoint(ckpt_dir, config, learner, replay, loop, env, prior, sampler)
 
     bar.close()
     if not loop.last_eval or loop.last_eval.get("step") != loop.step:
         _evaluate_and_log(config, learner, eval_env, loop, sink, None)
     loop.elapsed_s = elapsed_before + time.perf_counter() - started
-    _save_checkpoint(ckpt_dir, config, learner, replay, loop, env, prior)
+    _save_checkpoint(ckpt_dir, config, learner, replay, loop, env, prior, sampler)
     log.info("finished %s at step %d: eval return %.1f", out, loop.step, loop.last_eval["eval/return"])
 
 

@@ -119,3 +119,21 @@ def test_mixed_replay_draws_fixed_fractions_and_covers_empty_sources() -> None:
     assert MixedReplay([online, offline], [1, 3]).counts(10) == [2, 8]
     with pytest.raises(ValueError, match="one ratio per buffer"):
         MixedReplay([online], [0.5, 0.5])
+
+
+def test_mixed_replay_rng_states_round_trip_and_reject_a_wrong_count() -> None:
+    buffers = []
+    for seed in (0, 1):
+        buf = ReplayBuffer(100, 3, 2, seed=seed)
+        rng = np.random.default_rng(seed)
+        buf.add_episode(rng.normal(size=(31, 3)), rng.uniform(-1, 1, (30, 2)), rng.normal(size=30), False)
+        buffers.append(buf)
+    mixed = MixedReplay(buffers, [0.5, 0.5])
+    states = mixed.rng_states()
+    first = mixed.sample(8, 2)
+    mixed.set_rng_states(states)
+    again = mixed.sample(8, 2)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="2 buffers"):
+        mixed.set_rng_states(states[:1])

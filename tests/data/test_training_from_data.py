@@ -111,6 +111,25 @@ def test_mixed_training_draws_half_of_each_batch_from_the_data(behaviour, tmp_pa
         train(TrainConfig(**{**config.__dict__, "data_ratio": 0.0, "out": str(tmp_path / "bad")}))
 
 
+@pytest.mark.slow
+def test_mixed_resume_continues_exactly_where_the_run_stopped(behaviour, tmp_path):
+    """Online + logged data: 160 steps in one go == 120 steps, then --resume to 160 (the logged-data
+    sampler's RNG is restored with the rest). 40-step episodes, so step 120 is an episode boundary."""
+    common = dict(
+        env="mpo_ros_sim:Arm2Reach-v0", data=[str(behaviour)], data_ratio=0.5, warmup_steps=100,
+        behaviour_prior="none", max_episode_steps=40,
+    )  # fmt: skip
+    train(_tiny(**common, steps=160, out=str(tmp_path / "whole")))
+    half = _tiny(**common, steps=120, out=str(tmp_path / "split"))
+    train(half)
+    train(TrainConfig(**{**half.__dict__, "steps": 160, "resume": True}))
+    whole, _ = _policy_state(tmp_path / "whole")
+    resumed, checkpoint = _policy_state(tmp_path / "split")
+    assert len(checkpoint["sampler_rng"]) == 2
+    for name, tensor in whole.items():
+        assert torch.equal(tensor, resumed[name]), name
+
+
 def _tiny(**overrides):
     values = dict(
         eval_every=0, eval_episodes=1, log_every=10, progress=False, policy_hidden=[16], critic_hidden=[16],
