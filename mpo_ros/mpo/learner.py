@@ -29,10 +29,26 @@ from torch import nn
 from mpo_ros.config import option
 from mpo_ros.errors import CheckpointError, ConfigError
 from mpo_ros.mpo import losses
-from mpo_ros.mpo.networks import TORSOS, Critic, GaussianParams, GaussianPolicy, ObservationNormalizer
+from mpo_ros.mpo.networks import (
+    CRITIC_TYPES,
+    TORSOS,
+    CategoricalCritic,
+    Critic,
+    GaussianParams,
+    GaussianPolicy,
+    ObservationNormalizer,
+)
 from mpo_ros.replay import SequenceBatch
 
-__all__ = ["Duals", "MPOConfig", "MPOLearner", "build_policy", "metrics_to_floats", "tune_cpu_allocator"]
+__all__ = [
+    "Duals",
+    "MPOConfig",
+    "MPOLearner",
+    "build_critic",
+    "build_policy",
+    "metrics_to_floats",
+    "tune_cpu_allocator",
+]
 
 
 @dataclasses.dataclass
@@ -98,7 +114,29 @@ class MPOConfig:
     full_covariance: bool = option(
         False, "full Cholesky covariance policy (MPO 2018a); needs per_dim_constraining false"
     )
-    retrace: bool = option(False, "Retrace(lambda) critic targets instead of n-step (Acme: off)")
+    critic_type: str = option(
+        "scalar",
+        "critic: 'scalar' Q regressed on its target, or 'categorical' return distribution over critic_atoms "
+        "fixed atoms trained by cross-entropy (Acme's DMPO; Acme: categorical)",
+        choices=CRITIC_TYPES,
+    )
+    critic_atoms: int = option(51, "atoms of the categorical critic's support (C51, Acme TF DMPO: 51)")
+    critic_vmin: float = option(
+        -300.0,
+        "lowest atom of the categorical critic (return units). The support [critic_vmin, critic_vmax] must "
+        "cover the task's discounted returns, about r_per_step / (1 - discount); a value outside is clipped "
+        "to the edge atom (watch q/target_edge_mass). -300: Acme's categorical head's lower edge, room for "
+        "gym MuJoCo agents moving backwards at -3 per step at gamma 0.99",
+    )
+    critic_vmax: float = option(
+        1500.0,
+        "highest atom of the categorical critic (return units); must cover the task's discounted returns. "
+        "1500: gym MuJoCo locomotion reaches ~12 reward per step (HalfCheetah), 12 / (1 - 0.99) = 1200, plus "
+        "headroom (Acme's +300 is sized for Control Suite rewards <= 1 per step)",
+    )
+    retrace: bool = option(
+        False, "Retrace(lambda) critic targets instead of n-step; scalar critic only (Acme: off)"
+    )
     retrace_lambda: float = option(0.95, "Retrace trace-decay lambda (Acme: 0.95)")
     normalize_observations: bool = option(
         True, "standardise observations with running statistics (Tonic: on)"
@@ -127,8 +165,27 @@ class MPOConfig:
             problems.append(f"target_update_period={self.target_update_period} must be >= 1")
         if not self.policy_hidden or not self.critic_hidden:
             problems.append("policy_hidden and critic_hidden need at least one layer size each")
+        problems += self._critic_problems()
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def _critic_problems(self) -> list[str]:
+        problems = []
+        if self.critic_type not in CRITIC_TYPES:
+            problems.append(f"critic_type={self.critic_type!r} must be one of {CRITIC_TYPES}")
+        if self.critic_atoms < 2:
+            problems.append(f"critic_atoms={self.critic_atoms} must be >= 2")
+        if not self.critic_vmin < self.critic_vmax:
+            problems.append(f"critic_vmin={self.critic_vmin} must be < critic_vmax={self.critic_vmax}")
+        if self.retrace and self.critic_type == "categorical":
+            # Retrace adds trace-weighted differences (G - Q) of returns; for distributions those are signed
+            # measures, not distributions, so the C51 projection does not apply. A distributional Retrace is a
+            # different operator (Tang et al. 2022); Acme refuses this combination too.
+            problems.append(
+                "retrace=True needs critic_type='scalar': Retrace's corrections are not distributions and have "
+                "no categorical projection; use n-step targets (retrace false) with the categorical critic"
+            )
+        return problems
 
     @classmethod
     def from_any(cls, config: Any) -> MPOConfig:
@@ -152,6 +209,20 @@ def build_policy(obs_dim: int, act_dim: int, config: MPOConfig) -> GaussianPolic
         min_scale=config.min_scale,
         full_covariance=config.full_covariance,
     )
+
+
+def build_critic(obs_dim: int, act_dim: int, config: MPOConfig) -> Critic | CategoricalCritic:
+    if config.critic_type == "categorical":
+        return CategoricalCritic(
+            obs_dim,
+            act_dim,
+            config.critic_hidden,
+            config.torso,
+            atoms=config.critic_atoms,
+            vmin=config.critic_vmin,
+            vmax=config.critic_vmax,
+        )
+    return Critic(obs_dim, act_dim, config.critic_hidden, config.torso)
 
 
 class Duals(nn.Module):
@@ -221,7 +292,7 @@ class MPOLearner:
             raise ConfigError("device=cuda but torch sees no CUDA device; use --device cpu")
         dev = self.device
         self.policy = build_policy(obs_dim, act_dim, config).to(dev)
-        self.critic = Critic(obs_dim, act_dim, config.critic_hidden, config.torso).to(dev)
+        self.critic = build_critic(obs_dim, act_dim, config).to(dev)
         self.target_policy = copy.deepcopy(self.policy).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.normalizer = ObservationNormalizer(obs_dim).to(dev)
@@ -288,8 +359,7 @@ class MPOLearner:
                 prior, sampled, q_sampled, target = self._n_step_targets(b, obs)
 
         # Policy evaluation.
-        q = self.critic(obs, action)
-        loss_critic, critic_stats = losses.critic_loss(q, target)
+        loss_critic, critic_stats = self._critic_loss(obs, action, target)
 
         # E-step.
         loss_temp, weights, temp_stats = losses.temperature_loss(
@@ -354,6 +424,8 @@ class MPOLearner:
                 "opt/grad_norm_critic": grad_critic,
             }
         )
+        if isinstance(critic_stats, losses.CategoricalCriticStats):
+            metrics["q/target_edge_mass"] = critic_stats.target_edge_mass
         for name, stats in (("alpha_mean", mean_stats), ("alpha_stddev", std_stats)):
             if stats.alpha.dim() == 0:
                 metrics[f"dual/{name}"] = stats.alpha
@@ -361,6 +433,15 @@ class MPOLearner:
                 for i in range(stats.alpha.shape[0]):
                     metrics[f"dual/{name}_{i}"] = stats.alpha[i]
         return metrics
+
+    def _critic_loss(
+        self, obs: torch.Tensor, action: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, losses.CriticStats | losses.CategoricalCriticStats]:
+        if isinstance(self.critic, CategoricalCritic):
+            return losses.categorical_critic_loss(
+                self.critic.logits(obs, action), target, self.critic.support
+            )
+        return losses.critic_loss(self.critic(obs, action), target)
 
     def metric_names(self) -> list[str]:
         """The keys :meth:`update` returns (fixed by the config), e.g. for a CSV header."""
@@ -370,6 +451,8 @@ class MPOLearner:
             "q/mean", "q/min", "q/max", "q/target_mean", "policy/std_min", "policy/std_max",
             "opt/grad_norm_actor", "opt/grad_norm_critic",
         ]  # fmt: skip
+        if self.config.critic_type == "categorical":
+            names.append("q/target_edge_mass")
         if self.config.action_penalization:
             names = ["dual/penalty_temperature", "kl_rel/penalty", *names]
         for name in ("alpha_mean", "alpha_stddev"):
@@ -382,10 +465,11 @@ class MPOLearner:
     def _n_step_targets(
         self, b: SequenceBatch, obs: torch.Tensor
     ) -> tuple[GaussianParams, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Prior at s_0, its N samples with target-critic values, and the n-step critic target.
+        """Prior at s_0, its N samples with target-critic values, and the n-step critic target ([B] for the
+        scalar critic, probabilities [B, A] for the categorical one).
 
-        When the prior is the target policy, s_0 and the bootstrap states go through the target networks in
-        one pass (2B states, N samples each)."""
+        s_0 and the bootstrap states go through the target critic in one pass (2B states, N samples each);
+        when the prior is the target policy, through the target policy too."""
         cfg = self.config
         batch_size = obs.shape[0]
         last = (b.mask.sum(1).long() - 1).clamp_min(0)
@@ -393,19 +477,36 @@ class MPOLearner:
         if self.prior is None:
             both = self.target_policy(torch.cat([obs, boot_obs]))
             actions = _sample(both, cfg.num_samples)  # [N, 2B, D]
-            q_all = self.target_critic.sampled(torch.cat([obs, boot_obs]), actions)  # [N, 2B]
             prior = GaussianParams(both.mean[:batch_size], both.scale[:batch_size])
-            sampled, q_sampled, q_boot = actions[:, :batch_size], q_all[:, :batch_size], q_all[:, batch_size:]
+            sampled = actions[:, :batch_size]
         else:
             prior = self._prior(obs)
             sampled = _sample(prior, cfg.num_samples)
             boot_actions = _sample(self.target_policy(boot_obs), cfg.num_samples)
-            q_all = self.target_critic.sampled(
-                torch.cat([obs, boot_obs]), torch.cat([sampled, boot_actions], dim=1)
+            actions = torch.cat([sampled, boot_actions], dim=1)
+        q_sampled, bootstrap = self._sampled_values(torch.cat([obs, boot_obs]), actions, batch_size)
+        return prior, sampled, q_sampled, self._n_step_target(b, bootstrap)
+
+    def _sampled_values(
+        self, states: torch.Tensor, actions: torch.Tensor, batch_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target-critic Q [N, B] of the first ``batch_size`` states' samples, and the bootstrap of the rest
+        under the target policy: the mean Q [B], or for the categorical critic the mixture (mean of the
+        probabilities) [B, A] of the N samples' return distributions, whose mean is that same mean Q."""
+        if isinstance(self.target_critic, CategoricalCritic):
+            probs = torch.softmax(self.target_critic.sampled_logits(states, actions), dim=-1)  # [N, 2B, A]
+            q_sampled = probs[:, :batch_size] @ self.target_critic.support
+            return q_sampled, probs[:, batch_size:].mean(0)
+        q_all = self.target_critic.sampled(states, actions)  # [N, 2B]
+        return q_all[:, :batch_size], q_all[:, batch_size:].mean(0)
+
+    def _n_step_target(self, b: SequenceBatch, bootstrap: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if isinstance(self.target_critic, CategoricalCritic):
+            return losses.categorical_n_step_target(
+                b.rewards, b.mask, b.terminated, bootstrap, self.target_critic.support, cfg.discount
             )
-            q_sampled, q_boot = q_all[:, :batch_size], q_all[:, batch_size:]
-        target = losses.n_step_return(b.rewards, b.mask, b.terminated, q_boot.mean(0), cfg.discount)
-        return prior, sampled, q_sampled, target
+        return losses.n_step_return(b.rewards, b.mask, b.terminated, bootstrap, cfg.discount)
 
     def _retrace_targets(
         self, b: SequenceBatch, obs: torch.Tensor
@@ -476,6 +577,7 @@ class MPOLearner:
                 f"checkpoint is for obs_dim={state['obs_dim']}, act_dim={state['act_dim']}, this learner has "
                 f"obs_dim={self.obs_dim}, act_dim={self.act_dim}: resume with the same environment"
             )
+        self._check_critic_matches(state.get("config", {}))
         try:
             for name in ("policy", "critic", "target_policy", "target_critic", "normalizer", "duals"):
                 getattr(self, name).load_state_dict(state[name])
@@ -488,6 +590,25 @@ class MPOLearner:
                 "full_covariance or per_dim_constraining changed since it was written?"
             ) from exc
         self.num_updates = int(state["num_updates"])
+
+    def _check_critic_matches(self, saved: dict[str, Any]) -> None:
+        """A categorical critic's meaning lives in its support (not stored in its weights): refuse to load one
+        whose critic type, atoms or support differ, instead of silently reinterpreting its logits.
+        Checkpoints written before the categorical critic existed hold a scalar one."""
+        fields = ("critic_type", "critic_atoms", "critic_vmin", "critic_vmax")
+        defaults = {"critic_type": "scalar"}
+        if saved.get("critic_type", "scalar") == "scalar" and self.config.critic_type == "scalar":
+            return
+        mismatched = [
+            f"{name}: checkpoint {saved.get(name, defaults.get(name))!r}, learner {getattr(self.config, name)!r}"
+            for name in fields
+            if saved.get(name, defaults.get(name)) != getattr(self.config, name)
+        ]
+        if mismatched:
+            raise CheckpointError(
+                f"checkpoint critic does not match this learner's ({'; '.join(mismatched)}): resume with the "
+                "checkpoint's critic_type, critic_atoms, critic_vmin and critic_vmax"
+            )
 
 
 def _config_dict(config: MPOConfig) -> dict[str, Any]:
