@@ -117,16 +117,19 @@ class MPOConfig:
     critic_type: str = option(
         "scalar",
         "critic: 'scalar' Q regressed on its target, or 'categorical' return distribution over critic_atoms "
-        "fixed atoms trained by cross-entropy (Acme's DMPO; Acme: categorical)",
+        "fixed atoms trained by cross-entropy (Acme's DMPO; Acme's jax default, a Gaussian mixture, is not "
+        "implemented here)",
         choices=CRITIC_TYPES,
     )
-    critic_atoms: int = option(51, "atoms of the categorical critic's support (C51, Acme TF DMPO: 51)")
+    critic_atoms: int = option(
+        51, "atoms of the categorical critic's support (C51; Acme's TF D4PG / DMPO examples: 51)"
+    )
     critic_vmin: float = option(
         -300.0,
         "lowest atom of the categorical critic (return units). The support [critic_vmin, critic_vmax] must "
         "cover the task's discounted returns, about r_per_step / (1 - discount); a value outside is clipped "
-        "to the edge atom (watch q/target_edge_mass). -300: Acme's categorical head's lower edge, room for "
-        "gym MuJoCo agents moving backwards at -3 per step at gamma 0.99",
+        "to the edge atom (watch q/target_edge_mass). -300: the lower edge of Acme jax's categorical head "
+        "(601 atoms on [-300, 300]), room for gym MuJoCo agents moving backwards at -3 per step at gamma 0.99",
     )
     critic_vmax: float = option(
         1500.0,

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mpo_ros.errors import CheckpointError, ConfigError
+from mpo_ros.mpo import learner as learner_module
 from mpo_ros.mpo import losses
 from mpo_ros.mpo.abm import ABMPrior
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner, metrics_to_floats
@@ -147,6 +148,28 @@ def test_critic_loss_gradient_reaches_only_the_critic() -> None:
 
 
 # --- learner --------------------------------------------------------------------------------------------
+
+
+def test_bootstrap_is_the_mixture_of_the_target_critic_over_the_policy_samples() -> None:
+    """Zero rewards, no terminals, gamma 1: the target is then the bootstrap distribution itself, which must
+    be the mean over the N target-policy samples of the target critic's probabilities at s'."""
+    rng = np.random.default_rng(2)
+    replay = ReplayBuffer(100, OBS, ACT, seed=0)
+    replay.add_episode(
+        rng.normal(size=(41, OBS)), rng.uniform(-1, 1, (40, ACT)), np.zeros(40), terminated=False
+    )
+    learner = _learner(n_step=1, discount=1.0, num_samples=6)
+    batch = learner._to_device(replay.sample(8, 1))
+    obs = learner.normalize(batch.observations[:, 0])
+    boot_obs = learner.normalize(batch.next_observations[:, 0])
+    with torch.no_grad():
+        torch.manual_seed(3)
+        _, _, _, target = learner._n_step_targets(batch, obs)
+        torch.manual_seed(3)
+        actions = learner_module._sample(learner.target_policy(torch.cat([obs, boot_obs])), 6)[:, 8:]
+        per_sample = torch.softmax(learner.target_critic.sampled_logits(boot_obs, actions), -1)  # [N, B, A]
+    torch.testing.assert_close(target, per_sample.mean(0))
+    assert not torch.allclose(per_sample[0], per_sample[-1])  # the samples differ, so the mean matters
 
 
 def _replay(seed: int = 0) -> ReplayBuffer:
