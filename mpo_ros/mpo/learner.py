@@ -3,7 +3,10 @@
 One update on a batch of replay sequences (see :mod:`mpo_ros.replay`):
 
 1. Policy evaluation: the critic regresses onto an n-step target (or Retrace) bootstrapped with the expected
-   target-critic value under the target policy, estimated from ``num_samples`` actions.
+   target-critic value under the target policy, estimated from ``num_samples`` actions. With
+   ``critic_type='categorical'`` (DMPO) the critic is a return distribution instead: its target is the
+   mixture of the target critic's distributions over those samples, shifted by the n-step rewards and
+   projected onto the fixed atoms, fitted by cross-entropy; everything else reads its expected value.
 2. E-step: ``num_samples`` actions per state from the prior (the target policy unless :attr:`MPOLearner.prior`
    is set, the seam for behaviour-regularised variants such as ABM) are weighted by softmax(Q/eta); eta is
    fitted by its convex dual so that KL(q || prior) ~ epsilon. With action penalisation a second objective

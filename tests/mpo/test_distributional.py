@@ -244,13 +244,14 @@ def test_bad_support_is_rejected_naming_the_values() -> None:
         MPOConfig(critic_type="quantile")
 
 
-def test_categorical_state_dict_round_trip_continues_identically() -> None:
+def test_categorical_checkpoint_round_trip_continues_identically(tmp_path) -> None:
     replay = _replay()
     a = _learner()
     for _ in range(4):
         a.update(replay.sample(16, 3))
+    torch.save(a.state_dict(), tmp_path / "learner.pt")
     b = _learner(critic_lr=0.5)  # overwritten by the load (optimiser state holds the lr)
-    b.load_state_dict(a.state_dict())
+    b.load_state_dict(torch.load(tmp_path / "learner.pt", weights_only=True))
     batch = replay.sample(16, 3)
     torch.manual_seed(7)
     ma = metrics_to_floats(a.update(batch))
