@@ -148,8 +148,8 @@ def run_variant(name: str, args: argparse.Namespace) -> list[float]:
         fn = learner.update
     # warm-up: allocator, oneDNN primitive caches, and compilation for the compiled variants
     _time_updates(fn, replay, 10, args.batch, 5)
-    if cfg.compile and learner._target_q_sampled.mode != "compiled":
-        raise RuntimeError(f"{name}: compilation failed ({learner._target_q_sampled.mode})")
+    if cfg.compile and learner._target_sampled.mode != "compiled":
+        raise RuntimeError(f"{name}: compilation failed ({learner._target_sampled.mode})")
     return [_time_updates(fn, replay, args.updates, args.batch, 5) for _ in range(args.inner_reps)]
 
 

@@ -139,3 +139,20 @@ def test_trains_on_a_contract_env_and_stores_its_robot_spec(tmp_path) -> None:
     spec = json.loads(meta["robot_spec_json"])
     assert isinstance(spec, dict) and spec
     assert meta["eval/success_rate"] is not None
+
+
+def test_cli_trains_with_the_categorical_critic_and_logs_its_edge_mass(tmp_path, caplog) -> None:
+    out = tmp_path / "dmpo"
+    argv = ["train", "--env", "InvertedPendulum-v5", "--steps", "150", "--out", str(out), "--warmup-steps", "100",
+            "--policy-hidden", "8", "--critic-hidden", "8", "--batch-size", "8", "--num-samples", "3",
+            "--eval-episodes", "1", "--log-every", "50", "--progress", "false", "--threads", "1",
+            "--critic-type", "categorical", "--critic-atoms", "21", "--critic-vmin", "0", "--critic-vmax", "100"]  # fmt: skip
+    assert cli.main(argv) == 0
+    _, meta = load_policy(out)
+    assert meta["config"]["critic_type"] == "categorical" and meta["config"]["critic_vmax"] == 100.0
+    with (out / "metrics.csv").open() as fh:
+        edge = [float(row["q/target_edge_mass"]) for row in csv.DictReader(fh) if row["q/target_edge_mass"]]
+    assert edge and all(0.0 <= v <= 1.0 for v in edge)
+    # resuming without the critic flags would reinterpret the logits: refused, naming the flags to pass
+    assert cli.main([*argv[: argv.index("--critic-type")], "--steps", "200", "--resume"]) == 2
+    assert "critic_type: checkpoint 'categorical', learner 'scalar'" in caplog.text

@@ -3,7 +3,10 @@
 One update on a batch of replay sequences (see :mod:`mpo_ros.replay`):
 
 1. Policy evaluation: the critic regresses onto an n-step target (or Retrace) bootstrapped with the expected
-   target-critic value under the target policy, estimated from ``num_samples`` actions.
+   target-critic value under the target policy, estimated from ``num_samples`` actions. With
+   ``critic_type='categorical'`` (DMPO) the critic is a return distribution instead: its target is the
+   mixture of the target critic's distributions over those samples, shifted by the n-step rewards and
+   projected onto the fixed atoms, fitted by cross-entropy; everything else reads its expected value.
 2. E-step: ``num_samples`` actions per state from the prior (the target policy unless :attr:`MPOLearner.prior`
    is set, the seam for behaviour-regularised variants such as ABM) are weighted by softmax(Q/eta); eta is
    fitted by its convex dual so that KL(q || prior) ~ epsilon. With action penalisation a second objective
@@ -30,10 +33,26 @@ from mpo_ros.config import option
 from mpo_ros.errors import CheckpointError, ConfigError
 from mpo_ros.mpo import losses
 from mpo_ros.mpo.compilation import CompiledOrEager
-from mpo_ros.mpo.networks import TORSOS, Critic, GaussianParams, GaussianPolicy, ObservationNormalizer
+from mpo_ros.mpo.networks import (
+    CRITIC_TYPES,
+    TORSOS,
+    CategoricalCritic,
+    Critic,
+    GaussianParams,
+    GaussianPolicy,
+    ObservationNormalizer,
+)
 from mpo_ros.replay import SequenceBatch
 
-__all__ = ["Duals", "MPOConfig", "MPOLearner", "build_policy", "metrics_to_floats", "tune_cpu_allocator"]
+__all__ = [
+    "Duals",
+    "MPOConfig",
+    "MPOLearner",
+    "build_critic",
+    "build_policy",
+    "metrics_to_floats",
+    "tune_cpu_allocator",
+]
 
 
 @dataclasses.dataclass
@@ -99,7 +118,32 @@ class MPOConfig:
     full_covariance: bool = option(
         False, "full Cholesky covariance policy (MPO 2018a); needs per_dim_constraining false"
     )
-    retrace: bool = option(False, "Retrace(lambda) critic targets instead of n-step (Acme: off)")
+    critic_type: str = option(
+        "scalar",
+        "critic: 'scalar' Q regressed on its target, or 'categorical' return distribution over critic_atoms "
+        "fixed atoms trained by cross-entropy (Acme's DMPO; Acme's jax default, a Gaussian mixture, is not "
+        "implemented here)",
+        choices=CRITIC_TYPES,
+    )
+    critic_atoms: int = option(
+        51, "atoms of the categorical critic's support (C51; Acme's TF D4PG / DMPO examples: 51)"
+    )
+    critic_vmin: float = option(
+        -300.0,
+        "lowest atom of the categorical critic (return units). The support [critic_vmin, critic_vmax] must "
+        "cover the task's discounted returns, about r_per_step / (1 - discount); a value outside is clipped "
+        "to the edge atom (watch q/target_edge_mass). -300: the lower edge of Acme jax's categorical head "
+        "(601 atoms on [-300, 300]), room for gym MuJoCo agents moving backwards at -3 per step at gamma 0.99",
+    )
+    critic_vmax: float = option(
+        1500.0,
+        "highest atom of the categorical critic (return units); must cover the task's discounted returns. "
+        "1500: gym MuJoCo locomotion reaches ~12 reward per step (HalfCheetah), 12 / (1 - 0.99) = 1200, plus "
+        "headroom (Acme's +300 is sized for Control Suite rewards <= 1 per step)",
+    )
+    retrace: bool = option(
+        False, "Retrace(lambda) critic targets instead of n-step; scalar critic only (Acme: off)"
+    )
     retrace_lambda: float = option(0.95, "Retrace trace-decay lambda (Acme: 0.95)")
     normalize_observations: bool = option(
         True, "standardise observations with running statistics (Tonic: on)"
@@ -147,8 +191,27 @@ class MPOConfig:
             )
         if not self.policy_hidden or not self.critic_hidden:
             problems.append("policy_hidden and critic_hidden need at least one layer size each")
+        problems += self._critic_problems()
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def _critic_problems(self) -> list[str]:
+        problems = []
+        if self.critic_type not in CRITIC_TYPES:
+            problems.append(f"critic_type={self.critic_type!r} must be one of {CRITIC_TYPES}")
+        if self.critic_atoms < 2:
+            problems.append(f"critic_atoms={self.critic_atoms} must be >= 2")
+        if not self.critic_vmin < self.critic_vmax:
+            problems.append(f"critic_vmin={self.critic_vmin} must be < critic_vmax={self.critic_vmax}")
+        if self.retrace and self.critic_type == "categorical":
+            # Retrace adds trace-weighted differences (G - Q) of returns; for distributions those are signed
+            # measures, not distributions, so the C51 projection does not apply. A distributional Retrace is a
+            # different operator (Tang et al. 2022); Acme refuses this combination too.
+            problems.append(
+                "retrace=True needs critic_type='scalar': Retrace's corrections are not distributions and have "
+                "no categorical projection; use n-step targets (retrace false) with the categorical critic"
+            )
+        return problems
 
     @classmethod
     def from_any(cls, config: Any) -> MPOConfig:
@@ -172,6 +235,20 @@ def build_policy(obs_dim: int, act_dim: int, config: MPOConfig) -> GaussianPolic
         min_scale=config.min_scale,
         full_covariance=config.full_covariance,
     )
+
+
+def build_critic(obs_dim: int, act_dim: int, config: MPOConfig) -> Critic | CategoricalCritic:
+    if config.critic_type == "categorical":
+        return CategoricalCritic(
+            obs_dim,
+            act_dim,
+            config.critic_hidden,
+            config.torso,
+            atoms=config.critic_atoms,
+            vmin=config.critic_vmin,
+            vmax=config.critic_vmax,
+        )
+    return Critic(obs_dim, act_dim, config.critic_hidden, config.torso)
 
 
 class Duals(nn.Module):
@@ -241,7 +318,7 @@ class MPOLearner:
             raise ConfigError("device=cuda but torch sees no CUDA device; use --device cpu")
         dev = self.device
         self.policy = build_policy(obs_dim, act_dim, config).to(dev)
-        self.critic = Critic(obs_dim, act_dim, config.critic_hidden, config.torso).to(dev)
+        self.critic = build_critic(obs_dim, act_dim, config).to(dev)
         self.target_policy = copy.deepcopy(self.policy).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.normalizer = ObservationNormalizer(obs_dim).to(dev)
@@ -255,10 +332,14 @@ class MPOLearner:
         self.num_updates = 0
         self._online_params = [*self.policy.parameters(), *self.critic.parameters()]
         self._target_params = [*self.target_policy.parameters(), *self.target_critic.parameters()]
-        # Q for N sampled actions per state under the target critic: the update's hot path.
-        self._target_q_sampled = CompiledOrEager(
-            self.target_critic.sampled, "the sampled target-critic pass", config.compile
+        # Target-critic outputs for N sampled actions per state (values, or logits for the categorical
+        # critic): the update's hot path.
+        sampled_pass = (
+            self.target_critic.sampled_logits
+            if isinstance(self.target_critic, CategoricalCritic)
+            else self.target_critic.sampled
         )
+        self._target_sampled = CompiledOrEager(sampled_pass, "the sampled target-critic pass", config.compile)
 
     # --- acting --------------------------------------------------------------------------------------
 
@@ -313,8 +394,7 @@ class MPOLearner:
                 prior, sampled, q_sampled, target, policy_obs = self._n_step_targets(b, obs)
 
         # Policy evaluation.
-        q = self.critic(obs, action)
-        loss_critic, critic_stats = losses.critic_loss(q, target)
+        loss_critic, critic_stats = self._critic_loss(obs, action, target)
 
         # E-step.
         loss_temp, weights, temp_stats = losses.temperature_loss(
@@ -379,6 +459,8 @@ class MPOLearner:
                 "opt/grad_norm_critic": grad_critic,
             }
         )
+        if isinstance(critic_stats, losses.CategoricalCriticStats):
+            metrics["q/target_edge_mass"] = critic_stats.target_edge_mass
         for name, stats in (("alpha_mean", mean_stats), ("alpha_stddev", std_stats)):
             if stats.alpha.dim() == 0:
                 metrics[f"dual/{name}"] = stats.alpha
@@ -386,6 +468,15 @@ class MPOLearner:
                 for i in range(stats.alpha.shape[0]):
                     metrics[f"dual/{name}_{i}"] = stats.alpha[i]
         return metrics
+
+    def _critic_loss(
+        self, obs: torch.Tensor, action: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, losses.CriticStats | losses.CategoricalCriticStats]:
+        if isinstance(self.critic, CategoricalCritic):
+            return losses.categorical_critic_loss(
+                self.critic.logits(obs, action), target, self.critic.support
+            )
+        return losses.critic_loss(self.critic(obs, action), target)
 
     def metric_names(self) -> list[str]:
         """The keys :meth:`update` returns (fixed by the config), e.g. for a CSV header."""
@@ -395,6 +486,8 @@ class MPOLearner:
             "q/mean", "q/min", "q/max", "q/target_mean", "policy/std_min", "policy/std_max",
             "opt/grad_norm_actor", "opt/grad_norm_critic",
         ]  # fmt: skip
+        if self.config.critic_type == "categorical":
+            names.append("q/target_edge_mass")
         if self.config.action_penalization:
             names = ["dual/penalty_temperature", "kl_rel/penalty", *names]
         for name in ("alpha_mean", "alpha_stddev"):
@@ -407,39 +500,57 @@ class MPOLearner:
     def _n_step_targets(
         self, b: SequenceBatch, obs: torch.Tensor
     ) -> tuple[GaussianParams, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The prior, its N samples with target-critic values, the n-step critic target, and the states the
-        policy is fitted on (``policy_states``).
+        """The prior, its N samples with target-critic values, the n-step critic target ([B] for the scalar
+        critic, probabilities [B, A] for the categorical one), and the states the policy is fitted on
+        (``policy_states``).
 
-        When the prior is the target policy, every state that needs sampled values goes through the target
-        networks in one pass: [s_0; bootstrap states] (2B) for 'sequence_start', the bootstrap states alone
-        (B) for 'bootstrap', where one set of samples serves both the E-step and the critic's bootstrap."""
+        Every state that needs sampled values goes through the target critic in one pass: [s_0; bootstrap
+        states] (2B) for 'sequence_start', the bootstrap states alone (B) for 'bootstrap' without a prior,
+        where one set of target-policy samples serves both the E-step and the critic's bootstrap."""
         cfg = self.config
         batch_size = obs.shape[0]
         last = (b.mask.sum(1).long() - 1).clamp_min(0)
         boot_obs = self.normalize(b.next_observations[torch.arange(batch_size, device=obs.device), last])
-        share = cfg.policy_states == "bootstrap"
-        policy_obs = boot_obs if share else obs
-        if self.prior is None and share:
+        policy_obs = boot_obs if cfg.policy_states == "bootstrap" else obs
+        first, rest = slice(0, batch_size), slice(batch_size, None)
+        if self.prior is None and cfg.policy_states == "bootstrap":
             prior = self.target_policy(boot_obs)
             sampled = _sample(prior, cfg.num_samples)  # [N, B, D]
-            q_sampled = self._target_q_sampled(boot_obs, sampled)  # [N, B]
-            q_boot = q_sampled
+            states, actions, first, rest = boot_obs, sampled, slice(None), slice(None)
         elif self.prior is None:
-            both = self.target_policy(torch.cat([obs, boot_obs]))
+            states = torch.cat([obs, boot_obs])
+            both = self.target_policy(states)
             actions = _sample(both, cfg.num_samples)  # [N, 2B, D]
-            q_all = self._target_q_sampled(torch.cat([obs, boot_obs]), actions)  # [N, 2B]
             prior = GaussianParams(both.mean[:batch_size], both.scale[:batch_size])
-            sampled, q_sampled, q_boot = actions[:, :batch_size], q_all[:, :batch_size], q_all[:, batch_size:]
+            sampled = actions[:, :batch_size]
         else:
             prior = self._prior(policy_obs)
             sampled = _sample(prior, cfg.num_samples)
             boot_actions = _sample(self.target_policy(boot_obs), cfg.num_samples)
-            q_all = self._target_q_sampled(
-                torch.cat([policy_obs, boot_obs]), torch.cat([sampled, boot_actions], dim=1)
+            states, actions = torch.cat([policy_obs, boot_obs]), torch.cat([sampled, boot_actions], dim=1)
+        q_sampled, bootstrap = self._sampled_values(states, actions, first, rest)
+        return prior, sampled, q_sampled, self._n_step_target(b, bootstrap), policy_obs
+
+    def _sampled_values(
+        self, states: torch.Tensor, actions: torch.Tensor, policy_rows: slice, bootstrap_rows: slice
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target-critic Q [N, B] of the samples at ``policy_rows``, and the bootstrap from the samples at
+        ``bootstrap_rows`` (target-policy samples): the mean Q [B], or for the categorical critic the
+        mixture (mean of the probabilities) [B, A] of the N samples' return distributions, whose mean is that
+        same mean Q."""
+        out = self._target_sampled(states, actions)  # [N, R] values or [N, R, A] logits
+        if isinstance(self.target_critic, CategoricalCritic):
+            probs = torch.softmax(out, dim=-1)
+            return probs[:, policy_rows] @ self.target_critic.support, probs[:, bootstrap_rows].mean(0)
+        return out[:, policy_rows], out[:, bootstrap_rows].mean(0)
+
+    def _n_step_target(self, b: SequenceBatch, bootstrap: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if isinstance(self.target_critic, CategoricalCritic):
+            return losses.categorical_n_step_target(
+                b.rewards, b.mask, b.terminated, bootstrap, self.target_critic.support, cfg.discount
             )
-            q_sampled, q_boot = q_all[:, :batch_size], q_all[:, batch_size:]
-        target = losses.n_step_return(b.rewards, b.mask, b.terminated, q_boot.mean(0), cfg.discount)
-        return prior, sampled, q_sampled, target, policy_obs
+        return losses.n_step_return(b.rewards, b.mask, b.terminated, bootstrap, cfg.discount)
 
     def _retrace_targets(
         self, b: SequenceBatch, obs: torch.Tensor
@@ -448,12 +559,12 @@ class MPOLearner:
         batch_size, length = b.rewards.shape
         prior = self._prior(obs)
         sampled = _sample(prior, cfg.num_samples)
-        q_sampled = self._target_q_sampled(obs, sampled)
+        q_sampled = self._target_sampled(obs, sampled)
         seq_obs = self.normalize(b.observations.reshape(batch_size * length, -1))
         next_obs = self.normalize(b.next_observations.reshape(batch_size * length, -1))
         next_dist = self.target_policy(next_obs)
         next_actions = _sample(next_dist, cfg.num_samples)
-        next_values = self._target_q_sampled(next_obs, next_actions).mean(0)
+        next_values = self._target_sampled(next_obs, next_actions).mean(0)
         seq_actions = b.actions.reshape(batch_size * length, -1)
         q_taken = self.target_critic(seq_obs, seq_actions)
         log_pi = losses.log_prob(self.target_policy(seq_obs), seq_actions.unsqueeze(0))[0]
@@ -510,6 +621,7 @@ class MPOLearner:
                 f"checkpoint is for obs_dim={state['obs_dim']}, act_dim={state['act_dim']}, this learner has "
                 f"obs_dim={self.obs_dim}, act_dim={self.act_dim}: resume with the same environment"
             )
+        self._check_critic_matches(state.get("config", {}))
         try:
             for name in ("policy", "critic", "target_policy", "target_critic", "normalizer", "duals"):
                 getattr(self, name).load_state_dict(state[name])
@@ -522,6 +634,25 @@ class MPOLearner:
                 "full_covariance or per_dim_constraining changed since it was written?"
             ) from exc
         self.num_updates = int(state["num_updates"])
+
+    def _check_critic_matches(self, saved: dict[str, Any]) -> None:
+        """A categorical critic's meaning lives in its support (not stored in its weights): refuse to load one
+        whose critic type, atoms or support differ, instead of silently reinterpreting its logits.
+        Checkpoints written before the categorical critic existed hold a scalar one."""
+        fields = ("critic_type", "critic_atoms", "critic_vmin", "critic_vmax")
+        defaults = {"critic_type": "scalar"}
+        if saved.get("critic_type", "scalar") == "scalar" and self.config.critic_type == "scalar":
+            return
+        mismatched = [
+            f"{name}: checkpoint {saved.get(name, defaults.get(name))!r}, learner {getattr(self.config, name)!r}"
+            for name in fields
+            if saved.get(name, defaults.get(name)) != getattr(self.config, name)
+        ]
+        if mismatched:
+            raise CheckpointError(
+                f"checkpoint critic does not match this learner's ({'; '.join(mismatched)}): resume with the "
+                "checkpoint's critic_type, critic_atoms, critic_vmin and critic_vmax"
+            )
 
 
 def _config_dict(config: MPOConfig) -> dict[str, Any]:

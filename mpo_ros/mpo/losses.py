@@ -1,6 +1,7 @@
 """MPO losses as pure functions of tensors, each returning ``(loss, stats)``.
 
-Shape letters: B batch, N action samples per state, D action dimensions, L sequence length.
+Shape letters: B batch, N action samples per state, D action dimensions, L sequence length, A atoms of a
+categorical critic's support (K atoms of a distribution before projection onto that support).
 
 Symbols follow Abdolmaleki et al. (2018a, "Maximum a Posteriori Policy Optimisation"; 2018b, "Relative Entropy
 Regularized Policy Iteration") and Abdolmaleki et al. (2020, "A Distributional View on Multi-Objective Policy
@@ -33,11 +34,15 @@ from mpo_ros.mpo.networks import GaussianParams
 
 __all__ = [
     "MIN_DUAL",
+    "CategoricalCriticStats",
     "CriticStats",
     "CrossEntropyStats",
     "TemperatureStats",
     "TrustRegionStats",
     "action_penalty",
+    "categorical_critic_loss",
+    "categorical_n_step_target",
+    "categorical_projection",
     "critic_loss",
     "decoupled_kl",
     "dual_value",
@@ -285,3 +290,73 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, Cr
     loss = 0.5 * (q - target.detach()).square().mean()
     qd = q.detach()
     return loss, CriticStats(qd.mean(), qd.min(), qd.max(), target.detach().mean())
+
+
+class CategoricalCriticStats(NamedTuple):
+    """:class:`CriticStats` (from E[Z] of the online critic) plus ``target_edge_mass``, the mean target
+    probability on the first and last atom. Values beyond the support are clipped onto those atoms, so a
+    large edge mass says [vmin, vmax] is too narrow for the task's returns."""
+
+    q_mean: torch.Tensor
+    q_min: torch.Tensor
+    q_max: torch.Tensor
+    target_mean: torch.Tensor
+    target_edge_mass: torch.Tensor
+
+
+def categorical_projection(values: torch.Tensor, probs: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """Project a distribution with atoms ``values`` [..., K] and ``probs`` [..., K] onto ``support`` [A].
+
+    C51's projection (Bellemare et al. 2017, Alg. 1), written as its equivalent triangular kernel: each
+    source atom, clipped into [support[0], support[-1]], gives its mass to the two neighbouring support atoms
+    in proportion to closeness, weight max(0, 1 - |v - z_j| / dz). The support must be evenly spaced. For a
+    value between two atoms the weights sum to 1 (mass is conserved) and sum_j w_j z_j = v (the mean is
+    preserved for in-range values); out-of-range values land wholly on the edge atom. Returns [..., A].
+    """
+    spacing = support[1] - support[0]
+    clipped = values.clamp(support[0], support[-1])
+    closeness = 1.0 - (clipped.unsqueeze(-1) - support).abs() / spacing  # [..., K, A]
+    return (probs.unsqueeze(-1) * closeness.clamp_min(0.0)).sum(-2)
+
+
+def categorical_n_step_target(
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    terminated: torch.Tensor,
+    bootstrap_probs: torch.Tensor,
+    support: torch.Tensor,
+    discount: float,
+) -> torch.Tensor:
+    """Distributional n-step target for the first step of each sequence, projected onto ``support`` [A].
+
+    ``bootstrap_probs`` [B, A] is the return distribution after the last valid step (the learner passes the
+    mixture of the target critic over the target policy's samples). Each atom z moves to
+    sum_{k<m} gamma^k r_k + gamma^m (1 - terminated_{m-1}) z with the masking of :func:`n_step_return` (which
+    computes it): after a true terminal every atom collapses onto the reward sum, after a truncation the
+    distribution bootstraps. Returns target probabilities [B, A] (rows sum to 1).
+    """
+    shifted = n_step_return(rewards, mask, terminated, support.unsqueeze(1), discount)  # [A, B]
+    return categorical_projection(shifted.T, bootstrap_probs, support)
+
+
+def categorical_critic_loss(
+    logits: torch.Tensor, target_probs: torch.Tensor, support: torch.Tensor
+) -> tuple[torch.Tensor, CategoricalCriticStats]:
+    """Cross-entropy of the online critic's distribution against the projected target.
+
+    ``logits`` [B, A], ``target_probs`` [B, A] (enters detached), ``support`` [A] -> loss [] (mean over B of
+    -sum_j target_j log p_j). The cross-entropy, not a squared error on the mean, is what makes the critic
+    distributional; minimising it over the logits is minimising KL(target || p).
+    """
+    target = target_probs.detach()
+    log_probs = torch.log_softmax(logits, dim=-1)
+    loss = -(target * log_probs).sum(-1).mean()
+    q = log_probs.detach().exp() @ support
+    stats = CategoricalCriticStats(
+        q.mean(),
+        q.min(),
+        q.max(),
+        (target @ support).mean(),
+        (target[:, 0] + target[:, -1]).mean(),
+    )
+    return loss, stats

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 __all__ = [
+    "CRITIC_TYPES",
     "TORSOS",
+    "CategoricalCritic",
     "Critic",
     "GaussianParams",
     "GaussianPolicy",
@@ -26,6 +28,7 @@ __all__ = [
 ]
 
 TORSOS = ("layernorm", "relu")
+CRITIC_TYPES = ("scalar", "categorical")
 
 
 class GaussianParams(NamedTuple):
@@ -166,6 +169,25 @@ class GaussianPolicy(nn.Module):
         return self.forward(obs).mean.clamp(-1.0, 1.0)
 
 
+def _state_action_features(torso: nn.Module, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """Torso output for (observation, clipped action) pairs: ``obs`` [..., O], ``action`` [..., D]."""
+    return torso(torch.cat([obs, action.clamp(-1.0, 1.0)], dim=-1))
+
+
+def _sampled_features(torso: nn.Module, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Torso output for N actions per state: ``obs`` [B, O], ``actions`` [N, B, D] -> [N, B, H].
+
+    Equal to ``_state_action_features(torso, obs.expand(N, B, O), actions)``, but the observation's share of
+    the first layer is computed once per state instead of once per sample (the first layer is linear in the
+    concatenation).
+    """
+    first = torso.first_linear
+    obs_dim = obs.shape[-1]
+    per_state = torch.nn.functional.linear(obs, first.weight[:, :obs_dim], first.bias)  # [B, H]
+    per_sample = actions.clamp(-1.0, 1.0) @ first.weight[:, obs_dim:].T  # [N, B, H]
+    return torso.after_first(per_sample + per_state)
+
+
 class Critic(nn.Module):
     """Q(s, a): MLP over the concatenated (normalised observation, action).
 
@@ -183,20 +205,64 @@ class Critic(nn.Module):
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``obs`` [..., O], ``action`` [..., D] -> Q [...]."""
-        x = torch.cat([obs, action.clamp(-1.0, 1.0)], dim=-1)
-        return self.head(self.torso(x)).squeeze(-1)
+        return self.head(_state_action_features(self.torso, obs, action)).squeeze(-1)
 
     def sampled(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Q for N actions per state: ``obs`` [B, O], ``actions`` [N, B, D] -> [N, B].
+        """Q for N actions per state: ``obs`` [B, O], ``actions`` [N, B, D] -> [N, B] (first layer once per
+        state, see :func:`_sampled_features`)."""
+        return self.head(_sampled_features(self.torso, obs, actions)).squeeze(-1)
 
-        Equal to ``forward(obs.expand(N, B, O), actions)``, but the observation's share of the first layer is
-        computed once per state instead of once per sample (the first layer is linear in the concatenation).
-        """
-        first = self.torso.first_linear
-        obs_dim = obs.shape[-1]
-        per_state = torch.nn.functional.linear(obs, first.weight[:, :obs_dim], first.bias)  # [B, H]
-        per_sample = actions.clamp(-1.0, 1.0) @ first.weight[:, obs_dim:].T  # [N, B, H]
-        return self.head(self.torso.after_first(per_sample + per_state)).squeeze(-1)
+
+class CategoricalCritic(nn.Module):
+    """Z(s, a): a categorical distribution over ``atoms`` fixed returns evenly spaced in [vmin, vmax].
+
+    The distributional critic of Acme's DMPO (Hoffman et al. 2020, after C51, Bellemare et al. 2017): the
+    head outputs one logit per atom and is trained by cross-entropy against a projected distributional
+    target. Learning the whole return distribution gives a richer, scale-free training signal than a
+    squared error on its mean. Everything outside the critic loss only needs Q, so :meth:`forward` and
+    :meth:`sampled` return the expected value sum_i p_i z_i with the same signatures as :class:`Critic`;
+    :meth:`logits` and :meth:`sampled_logits` give the distribution. Torso, action clipping and the
+    first-layer-once-per-state trick are those of :class:`Critic`.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        torso: str = "layernorm",
+        atoms: int = 51,
+        vmin: float = -150.0,
+        vmax: float = 150.0,
+    ) -> None:
+        super().__init__()
+        if atoms < 2 or not vmin < vmax:
+            raise ValueError(f"need atoms >= 2 and vmin < vmax, got atoms={atoms}, vmin={vmin}, vmax={vmax}")
+        self.torso = make_torso(torso, obs_dim + act_dim, hidden)
+        self.head = nn.Linear(self.torso.out_dim, atoms)
+        # Not persistent: the support is a function of the config, which the checkpoint carries and the
+        # learner checks on load, so two sources of truth cannot disagree.
+        self.register_buffer("support", torch.linspace(vmin, vmax, atoms), persistent=False)
+
+    def logits(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``obs`` [..., O], ``action`` [..., D] -> logits [..., A] over :attr:`support`."""
+        return self.head(_state_action_features(self.torso, obs, action))
+
+    def sampled_logits(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Logits for N actions per state: ``obs`` [B, O], ``actions`` [N, B, D] -> [N, B, A]."""
+        return self.head(_sampled_features(self.torso, obs, actions))
+
+    def expected(self, logits: torch.Tensor) -> torch.Tensor:
+        """Q = E[Z] from logits [..., A] -> [...]."""
+        return torch.softmax(logits, dim=-1) @ self.support
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Expected Q [...] (drop-in for :meth:`Critic.forward`)."""
+        return self.expected(self.logits(obs, action))
+
+    def sampled(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Expected Q [N, B] for N actions per state (drop-in for :meth:`Critic.sampled`)."""
+        return self.expected(self.sampled_logits(obs, actions))
 
 
 class ObservationNormalizer(nn.Module):

@@ -31,14 +31,15 @@ def _replay() -> ReplayBuffer:
     return replay
 
 
-def test_compiled_target_pass_matches_eager() -> None:
+@pytest.mark.parametrize("critic_type", ["scalar", "categorical"])
+def test_compiled_target_pass_matches_eager(critic_type: str) -> None:
     """Compilation changes float rounding only: the targets, sampled values and the first update's losses
     agree with eager. (Later updates are not compared: Adam turns rounding-level gradient differences into
     step-sized ones on near-zero gradients, so trajectories drift apart without either being wrong.)"""
     learners = {}
     for compiled in (False, True):
         torch.manual_seed(0)
-        learner = MPOLearner(OBS, ACT, MPOConfig(**SMALL, compile=compiled))  # type: ignore[arg-type]
+        learner = MPOLearner(OBS, ACT, MPOConfig(**SMALL, compile=compiled, critic_type=critic_type))  # type: ignore[arg-type]
         learner.observe(np.random.default_rng(1).normal(size=(50, OBS)))
         learners[compiled] = learner
     batch = _replay().sample(16, 3)
@@ -54,7 +55,7 @@ def test_compiled_target_pass_matches_eager() -> None:
     for compiled, learner in learners.items():
         torch.manual_seed(2)
         first[compiled] = metrics_to_floats(learner.update(batch))
-    assert learners[True]._target_q_sampled.mode == "compiled"
+    assert learners[True]._target_sampled.mode == "compiled"
     assert first[True].keys() == first[False].keys()
     for name, value in first[False].items():
         assert first[True][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
