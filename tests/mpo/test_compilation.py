@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from mpo_fixtures import random_replay
 
 from mpo_ros.mpo.compilation import CompiledOrEager
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner, metrics_to_floats
@@ -18,17 +19,7 @@ SMALL = dict(policy_hidden=[16, 16], critic_hidden=[16, 16], num_samples=4, n_st
 
 
 def _replay() -> ReplayBuffer:
-    rng = np.random.default_rng(0)
-    replay = ReplayBuffer(300, OBS, ACT, seed=0)
-    for episode in range(6):
-        steps = int(rng.integers(5, 30))
-        replay.add_episode(
-            rng.normal(size=(steps + 1, OBS)),
-            rng.uniform(-1.5, 1.5, size=(steps, ACT)),
-            rng.normal(size=steps),
-            terminated=episode % 2 == 0,
-        )
-    return replay
+    return random_replay(OBS, ACT, episodes=6)
 
 
 @pytest.mark.parametrize("critic_type", ["scalar", "categorical"])

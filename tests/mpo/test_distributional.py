@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from mpo_fixtures import random_replay
 
 from mpo_ros.errors import CheckpointError, ConfigError
 from mpo_ros.mpo import learner as learner_module
@@ -173,18 +174,7 @@ def test_bootstrap_is_the_mixture_of_the_target_critic_over_the_policy_samples()
 
 
 def _replay(seed: int = 0) -> ReplayBuffer:
-    rng = np.random.default_rng(seed)
-    replay = ReplayBuffer(500, OBS, ACT, seed=seed)
-    for episode in range(8):
-        steps = int(rng.integers(3, 30))
-        replay.add_episode(
-            rng.normal(size=(steps + 1, OBS)),
-            rng.uniform(-1.5, 1.5, size=(steps, ACT)),
-            rng.normal(size=steps),
-            terminated=episode % 2 == 0,
-            log_probs=rng.normal(size=steps) if episode % 3 else None,
-        )
-    return replay
+    return random_replay(OBS, ACT, seed)
 
 
 def _learner(**overrides: object) -> MPOLearner:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from mpo_fixtures import random_replay
 
 from mpo_ros.errors import ConfigError
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner, metrics_to_floats
@@ -19,18 +20,7 @@ SMALL = dict(policy_hidden=[16, 16], critic_hidden=[16, 16], num_samples=4, n_st
 
 
 def _replay(seed: int = 0) -> ReplayBuffer:
-    rng = np.random.default_rng(seed)
-    replay = ReplayBuffer(500, OBS, ACT, seed=seed)
-    for episode in range(8):
-        steps = int(rng.integers(3, 30))
-        replay.add_episode(
-            rng.normal(size=(steps + 1, OBS)),
-            rng.uniform(-1.5, 1.5, size=(steps, ACT)),
-            rng.normal(size=steps),
-            terminated=episode % 2 == 0,
-            log_probs=rng.normal(size=steps) if episode % 3 else None,
-        )
-    return replay
+    return random_replay(OBS, ACT, seed)
 
 
 def _learner(**overrides: object) -> MPOLearner:
