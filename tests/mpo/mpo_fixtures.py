@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from mpo_ros.mpo.learner import MPOConfig, MPOLearner
 from mpo_ros.replay import ReplayBuffer
 
 
@@ -23,3 +25,11 @@ def random_replay(obs_dim: int, act_dim: int, seed: int = 0, episodes: int = 8) 
             log_probs=rng.normal(size=steps) if episode % 3 else None,
         )
     return replay
+
+
+def seeded_learner(obs_dim: int, act_dim: int, **config: object) -> MPOLearner:
+    """A learner built under torch seed 0 whose normaliser has seen 100 random observations."""
+    torch.manual_seed(0)
+    learner = MPOLearner(obs_dim, act_dim, MPOConfig(**config))  # type: ignore[arg-type]
+    learner.observe(np.random.default_rng(1).normal(size=(100, obs_dim)))
+    return learner

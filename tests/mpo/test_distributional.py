@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from mpo_fixtures import random_replay
+from mpo_fixtures import random_replay, seeded_learner
 
 from mpo_ros.errors import CheckpointError, ConfigError
 from mpo_ros.mpo import learner as learner_module
@@ -178,10 +178,7 @@ def _replay(seed: int = 0) -> ReplayBuffer:
 
 
 def _learner(**overrides: object) -> MPOLearner:
-    torch.manual_seed(0)
-    learner = MPOLearner(OBS, ACT, MPOConfig(**{**CATEGORICAL, **overrides}))  # type: ignore[arg-type]
-    learner.observe(np.random.default_rng(1).normal(size=(100, OBS)))
-    return learner
+    return seeded_learner(OBS, ACT, **{**CATEGORICAL, **overrides})
 
 
 FLAGS = [
