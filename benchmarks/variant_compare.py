@@ -169,7 +169,7 @@ def plot_curves(learning: dict[str, Any], path: Path, env_id: str, compare: str)
     ax.set(
         xlabel="environment steps",
         ylabel="evaluation return",
-        title=f"{env_id}: {names[0]} vs {names[1]} ({compare.replace('_', ' ')})",
+        title=f"{env_id}: {names[0]} vs {names[1]}",
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
