@@ -43,11 +43,11 @@ import numpy as np
 import torch
 from rosbags.highlevel import AnyReader
 
+from mpo_ros.contract.spec import RobotSpec, load_spec
 from mpo_ros.data import messages
 from mpo_ros.data.bag_reader import open_bag, read_streams
 from mpo_ros.data.convert import Bag2DataConfig, convert_bag
 from mpo_ros.data.recorder import BagRecorder
-from mpo_ros.spec import RobotSpec, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "bag_convert.json"

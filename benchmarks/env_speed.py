@@ -31,7 +31,7 @@ import gymnasium as gym
 import mujoco
 from mpo_ros_sim.model import load_model
 
-from mpo_ros.spec import load_spec
+from mpo_ros.contract.spec import load_spec
 
 ROBOTS = {"arm2": "mpo_ros_sim:Arm2Reach-v0", "arm6": "mpo_ros_sim:Arm6Reach-v0"}
 PROFILES = ("none", "train", "heldout")

@@ -45,18 +45,18 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from mpo_ros.export import export_module
-from mpo_ros.mpo.networks import GaussianPolicy, ObservationNormalizer
-from mpo_ros.mpo.policy import DeterministicPolicy
-from mpo_ros.observation import (
+from mpo_ros.contract.observation import (
     action_to_command,
     build_observation,
     executed_action,
     limit_command,
     observation_size,
 )
+from mpo_ros.contract.spec import RobotSpec, load_spec, models_dir
+from mpo_ros.export import export_module
+from mpo_ros.mpo.networks import GaussianPolicy, ObservationNormalizer
+from mpo_ros.mpo.policy import DeterministicPolicy
 from mpo_ros.runtime import OnnxPolicy, SafetyDecision, SafetyFilter, policy_step
-from mpo_ros.spec import RobotSpec, load_spec, models_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "inference_latency.json"

@@ -37,9 +37,9 @@ from pathlib import Path
 import torch
 
 from mpo_ros.config import load_yaml
+from mpo_ros.contract.spec import load_spec
 from mpo_ros.data.convert import Bag2DataConfig, convert_bags
 from mpo_ros.data.scripted import record_scripted_bag
-from mpo_ros.spec import load_spec
 
 # benchmarks/ is a folder of scripts, not a package: reuse the offline benchmark's helpers from beside us.
 sys.path.insert(0, str(Path(__file__).resolve().parent))

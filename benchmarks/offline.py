@@ -38,13 +38,13 @@ import numpy as np
 import torch
 
 from mpo_ros.config import from_dict, load_yaml
+from mpo_ros.contract.spec import load_spec
 from mpo_ros.data.convert import Bag2DataConfig, convert_bags
 from mpo_ros.data.dataset import load_dataset
 from mpo_ros.data.scripted import record_scripted_bag
 from mpo_ros.data.training import observe_datasets
 from mpo_ros.mpo.abm import prior_loss
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner
-from mpo_ros.spec import load_spec
 from mpo_ros.train import TrainConfig, evaluate, make_env, train
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -300,11 +300,11 @@ def bench_policy(tmp: Path) -> Path:
         return shipped
     import torch
 
+    from mpo_ros.contract.observation import observation_size
+    from mpo_ros.contract.spec import load_spec
     from mpo_ros.export import export_module
     from mpo_ros.mpo.networks import GaussianPolicy, ObservationNormalizer
     from mpo_ros.mpo.policy import DeterministicPolicy
-    from mpo_ros.observation import observation_size
-    from mpo_ros.spec import load_spec
 
     torch.set_num_threads(1)
     spec = load_spec("arm2")

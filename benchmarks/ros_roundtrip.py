@@ -88,9 +88,9 @@ def echo_main() -> int:
 def tracking_policy(tmp: Path) -> Path:
     import torch
 
+    from mpo_ros.contract.observation import observation_names, observation_size
+    from mpo_ros.contract.spec import load_spec
     from mpo_ros.export import export_module
-    from mpo_ros.observation import observation_names, observation_size
-    from mpo_ros.spec import load_spec
 
     torch.set_num_threads(1)
     spec = load_spec("arm2")

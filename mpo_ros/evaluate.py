@@ -27,8 +27,8 @@ import numpy as np
 
 from mpo_ros.config import add_arguments as _add_config_arguments
 from mpo_ros.config import from_args, option
+from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.errors import ConfigError, ContractError, PolicyFileError
-from mpo_ros.spec import RobotSpec
 
 __all__ = [
     "EvalConfig",

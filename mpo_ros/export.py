@@ -2,7 +2,7 @@
 
 The file holds the deterministic policy (mean action clipped to [-1, 1]) with the observation
 normaliser inside the graph, and as metadata the robot contract, the observation names, provenance
-and a checksum (see :mod:`mpo_ros.contract_io`). Nothing is written unless every check passes:
+and a checksum (see :mod:`mpo_ros.contract.policy_file`). Nothing is written unless every check passes:
 
 - the graph uses standard ONNX operators only (no custom ops) at opset :data:`DEFAULT_OPSET`
   (fixed, so the graph never depends on the exporter's default; onnxruntime runs opset 17 since 1.12);
@@ -37,10 +37,10 @@ import torch
 import mpo_ros
 from mpo_ros import config as cfg
 from mpo_ros.config import option
-from mpo_ros.contract_io import INPUT_NAME, OUTPUT_NAME, encode_metadata, seal
+from mpo_ros.contract.observation import observation_names as contract_observation_names
+from mpo_ros.contract.policy_file import INPUT_NAME, OUTPUT_NAME, encode_metadata, seal
+from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.errors import ExportError, PolicyFileError
-from mpo_ros.observation import observation_names as contract_observation_names
-from mpo_ros.spec import RobotSpec
 
 __all__ = [
     "DEFAULT_OPSET",

@@ -16,9 +16,9 @@ from typing import Any, TextIO
 
 import onnxruntime as ort
 
-from mpo_ros.contract_io import NotOnnxError, decode_metadata
+from mpo_ros.contract.policy_file import NotOnnxError, decode_metadata
+from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.errors import PolicyFileError
-from mpo_ros.spec import RobotSpec
 
 __all__ = ["add_arguments", "describe", "format_report", "run"]
 

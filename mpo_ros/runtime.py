@@ -42,7 +42,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import onnxruntime as ort
 
-from mpo_ros.contract_io import (
+from mpo_ros.contract.observation import StepMapper, build_observation, executed_action, limit_command
+from mpo_ros.contract.policy_file import (
     INPUT_NAME,
     OUTPUT_NAME,
     ContractMismatchError,
@@ -52,9 +53,8 @@ from mpo_ros.contract_io import (
     check_io_shapes,
     decode_metadata,
 )
+from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.errors import ContractError, PolicyFileError
-from mpo_ros.observation import StepMapper, build_observation, executed_action, limit_command
-from mpo_ros.spec import RobotSpec
 
 __all__ = [
     "DEVICES",
@@ -118,11 +118,11 @@ class OnnxPolicy:
 
     Raises:
         PolicyFileError: the file does not exist; or one of its documented subclasses:
-        :class:`~mpo_ros.contract_io.NotOnnxError` (empty, truncated, not ONNX),
-        :class:`~mpo_ros.contract_io.CorruptPolicyError` (checksum mismatch),
-        :class:`~mpo_ros.contract_io.MissingContractError`,
-        :class:`~mpo_ros.contract_io.UnsupportedVersionError`,
-        :class:`~mpo_ros.contract_io.ContractMismatchError` (graph shapes vs contract),
+        :class:`~mpo_ros.contract.policy_file.NotOnnxError` (empty, truncated, not ONNX),
+        :class:`~mpo_ros.contract.policy_file.CorruptPolicyError` (checksum mismatch),
+        :class:`~mpo_ros.contract.policy_file.MissingContractError`,
+        :class:`~mpo_ros.contract.policy_file.UnsupportedVersionError`,
+        :class:`~mpo_ros.contract.policy_file.ContractMismatchError` (graph shapes vs contract),
         :class:`ProviderUnavailableError`, :class:`NonFiniteActionError` (already at warm-up).
     """
 

@@ -31,9 +31,9 @@ from enum import Enum
 
 import numpy as np
 
+from mpo_ros.contract.observation import joint_array
+from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.errors import ConfigError, ContractError
-from mpo_ros.observation import joint_array
-from mpo_ros.spec import RobotSpec
 
 __all__ = [
     "ON_STALE_CHOICES",

@@ -2,7 +2,7 @@
 
 The bag converter has joint positions from /joint_states but no end-effector positions; it calls
 `end_effector_positions` to compute them with the same MJCF and site the simulator uses, then
-`mpo_ros.tasks.reward` to relabel rewards. Kinematics only (no dynamics), so link masses and the
+`mpo_ros.contract.tasks.reward` to relabel rewards. Kinematics only (no dynamics), so link masses and the
 randomisation profile do not matter here.
 """
 
@@ -15,8 +15,8 @@ import mujoco
 import numpy as np
 from mpo_ros_sim.model import ContractBinding, bind, load_model
 
+from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.errors import ContractError
-from mpo_ros.spec import RobotSpec
 
 __all__ = ["end_effector_positions"]
 

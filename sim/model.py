@@ -16,8 +16,8 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from mpo_ros.contract.spec import RobotSpec, models_dir
 from mpo_ros.errors import SpecError
-from mpo_ros.spec import RobotSpec, models_dir
 
 __all__ = ["ContractBinding", "bind", "load_model", "mjcf_path"]
 

@@ -3,7 +3,7 @@
 The environment is a thin shell: the contract's own functions turn actions into commands
 (`observation.action_to_command` then `observation.limit_command`, exactly as on the robot),
 `RobotSim` moves the robot, `observation.build_observation` builds what the policy sees and
-`mpo_ros.tasks` scores it. Episodes end by truncation after `spec.episode_steps` control steps;
+`mpo_ros.contract.tasks` scores it. Episodes end by truncation after `spec.episode_steps` control steps;
 reaching the goal does not terminate (the policy should stay there).
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 from mpo_ros_sim.randomization import RandomizationProfile, load_profile
 from mpo_ros_sim.robot_sim import RobotSim
 
-from mpo_ros import observation, tasks
-from mpo_ros.spec import RobotSpec, load_spec
+from mpo_ros.contract import observation, tasks
+from mpo_ros.contract.spec import RobotSpec, load_spec
 
 __all__ = ["RobotReachEnv"]
 

@@ -20,8 +20,8 @@ import numpy as np
 from mpo_ros_sim.model import ContractBinding, bind, load_model
 from mpo_ros_sim.randomization import DynamicsSample, RandomizationProfile
 
+from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.errors import ContractError
-from mpo_ros.spec import RobotSpec
 
 __all__ = ["RobotSim"]
 

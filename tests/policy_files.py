@@ -15,10 +15,10 @@ import numpy as np
 import onnx
 import torch
 
-from mpo_ros.contract_io import KEY_SHA256, SEAL_PLACEHOLDER, seal
+from mpo_ros.contract.observation import observation_size
+from mpo_ros.contract.policy_file import KEY_SHA256, SEAL_PLACEHOLDER, seal
+from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.export import ExportReport, export_module
-from mpo_ros.observation import observation_size
-from mpo_ros.spec import RobotSpec
 
 
 class TinyPolicy(torch.nn.Module):

@@ -12,7 +12,8 @@ import torch
 from policy_files import TinyPolicy, export_tiny, torch_actions
 
 from mpo_ros import cli
-from mpo_ros.contract_io import (
+from mpo_ros.contract.observation import observation_names, observation_size
+from mpo_ros.contract.policy_file import (
     INPUT_NAME,
     KEY_FORMAT_VERSION,
     KEY_OBSERVATION_NAMES,
@@ -21,11 +22,10 @@ from mpo_ros.contract_io import (
     KEY_SHA256,
     OUTPUT_NAME,
 )
+from mpo_ros.contract.spec import load_spec
 from mpo_ros.errors import CheckpointError, ExportError
 from mpo_ros.export import DEFAULT_OPSET, export_module
-from mpo_ros.observation import observation_names, observation_size
 from mpo_ros.runtime import OnnxPolicy
-from mpo_ros.spec import load_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered:UserWarning")
 torch.set_num_threads(1)

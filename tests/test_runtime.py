@@ -14,7 +14,8 @@ import pytest
 import torch
 from policy_files import TinyPolicy, export_tiny, rewrite_metadata, torch_actions
 
-from mpo_ros.contract_io import (
+from mpo_ros.contract.observation import observation_names, observation_size
+from mpo_ros.contract.policy_file import (
     KEY_FORMAT_VERSION,
     KEY_ROBOT_SPEC,
     ContractMismatchError,
@@ -23,10 +24,9 @@ from mpo_ros.contract_io import (
     NotOnnxError,
     UnsupportedVersionError,
 )
+from mpo_ros.contract.spec import JointSpec, RobotSpec, TaskSpec, load_spec
 from mpo_ros.errors import ContractError, PolicyFileError
-from mpo_ros.observation import observation_names, observation_size
 from mpo_ros.runtime import NonFiniteActionError, OnnxPolicy, ProviderUnavailableError
-from mpo_ros.spec import JointSpec, RobotSpec, TaskSpec, load_spec
 
 torch.set_num_threads(1)
 

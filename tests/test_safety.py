@@ -10,9 +10,15 @@ import pytest
 import torch
 from policy_files import export_tiny
 
-from mpo_ros.contract_io import MissingContractError
+from mpo_ros.contract.observation import (
+    action_to_command,
+    command_to_action,
+    default_command,
+    executed_action,
+)
+from mpo_ros.contract.policy_file import MissingContractError
+from mpo_ros.contract.spec import load_spec
 from mpo_ros.errors import ContractError
-from mpo_ros.observation import action_to_command, command_to_action, default_command, executed_action
 from mpo_ros.runtime import (
     FAULT_BAD_INPUT,
     FAULT_NONFINITE_ACTION,
@@ -23,7 +29,6 @@ from mpo_ros.runtime import (
     SafetyFilter,
     policy_step,
 )
-from mpo_ros.spec import load_spec
 
 torch.set_num_threads(1)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mpo_ros.contract.spec import load_spec
 from mpo_ros.errors import ConfigError
-from mpo_ros.spec import load_spec
 from mpo_ros.supervisor import Action, SafetyState, Supervisor
 
 MS = 1_000_000

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.data.streams import CommandStream, JointStateStream, PointStream
-from mpo_ros.spec import RobotSpec
 
 __all__ = ["AlignedSteps", "align_steps", "hold_index", "split_segments"]
 

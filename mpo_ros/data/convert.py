@@ -6,7 +6,7 @@ Per bag: read /joint_states, the command topic and the goal topic in one pass (b
 align them on the command times (align.py); cut episodes; rebuild what the controller saw with the
 contract's own functions (observation.build_observation with last_action = the previous step's
 executed action, observation.executed_action of the logged command; observation.command_to_action
-for the action); relabel rewards and success with mpo_ros.tasks from
+for the action); relabel rewards and success with mpo_ros.contract.tasks from
 end-effector positions computed by forward kinematics (mpo_ros_sim.kinematics). Every dropped
 message or step is counted by reason; the summary is printed and stored in meta.json.
 
@@ -26,9 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from mpo_ros import __version__, tasks
+from mpo_ros import __version__
 from mpo_ros.config import add_arguments as _add_config_arguments
 from mpo_ros.config import from_args, option, to_dict
+from mpo_ros.contract import tasks
+from mpo_ros.contract.observation import (
+    build_observation,
+    command_to_action,
+    executed_action,
+    observation_names,
+)
+from mpo_ros.contract.spec import RobotSpec, load_spec
 from mpo_ros.data.align import align_steps, split_segments
 from mpo_ros.data.bag_reader import OpenBag, open_bag, read_streams
 from mpo_ros.data.dataset import write_dataset
@@ -41,8 +49,6 @@ from mpo_ros.data.messages import (
 )
 from mpo_ros.data.streams import CommandStream, JointStateStream, PointStream
 from mpo_ros.errors import BagError, ContractError, DatasetError, MpoRosError
-from mpo_ros.observation import build_observation, command_to_action, executed_action, observation_names
-from mpo_ros.spec import RobotSpec, load_spec
 
 __all__ = [
     "Bag2DataConfig",

@@ -8,7 +8,7 @@ file                       dtype, shape    meaning
 ``observations.npy``       float32 [N, O]  observation at the step (observation.build_observation)
 ``actions.npy``            float32 [N, A]  action in [-1, 1] units (observation.command_to_action);
                                            logged commands outside the range keep |a| > 1
-``rewards.npy``            float32 [N]     reward relabelled with mpo_ros.tasks.reward
+``rewards.npy``            float32 [N]     reward relabelled with mpo_ros.contract.tasks.reward
 ``next_observations.npy``  float32 [N, O]  observation at the following step
 ``terminated.npy``         bool [N]        true terminal state (value 0 after it); reach: never
 ``truncated.npy``          bool [N]        episode cut without a terminal state (bootstrap after)
@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.errors import DatasetError
-from mpo_ros.spec import RobotSpec
 
 __all__ = ["ARRAYS", "FORMAT_VERSION", "Dataset", "load_dataset", "write_dataset"]
 

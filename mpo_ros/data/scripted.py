@@ -16,9 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpo_ros.data import messages
-from mpo_ros.data.recorder import BagRecorder
-from mpo_ros.observation import (
+from mpo_ros.contract.observation import (
     action_to_command,
     command_to_action,
     default_command,
@@ -26,7 +24,9 @@ from mpo_ros.observation import (
     limit_command,
     observation_names,
 )
-from mpo_ros.spec import RobotSpec
+from mpo_ros.contract.spec import RobotSpec
+from mpo_ros.data import messages
+from mpo_ros.data.recorder import BagRecorder
 
 __all__ = ["ScriptedRollouts", "inverse_kinematics", "record_scripted_bag"]
 

@@ -52,10 +52,10 @@ from typing import Any
 import numpy as np
 
 from mpo_ros.config import option
+from mpo_ros.contract.observation import limit_command
+from mpo_ros.contract.spec import models_dir
 from mpo_ros.errors import ConfigError, PolicyFileError
-from mpo_ros.observation import limit_command
 from mpo_ros.rate import WAIT_STRATEGIES, FixedRateLoop, LatencyWindow, LoopStats, set_realtime_priority
-from mpo_ros.spec import models_dir
 from mpo_ros.supervisor import ON_STALE_CHOICES, Action, SafetyState, Supervisor
 
 __all__ = [

@@ -194,7 +194,8 @@ def _make_node_class() -> type:
     from std_msgs.msg import Float64MultiArray
     from trajectory_msgs.msg import JointTrajectory
 
-    from mpo_ros import tasks
+    from mpo_ros.contract import tasks
+    from mpo_ros.contract.spec import load_spec
     from mpo_ros.ros.messages import (
         SENSOR_QOS,
         command_from_message,
@@ -203,7 +204,6 @@ def _make_node_class() -> type:
         stamp,
     )
     from mpo_ros.ros.params import declare_config
-    from mpo_ros.spec import load_spec
 
     class SimNode(Node):
         """RobotSim + topics; the loop thread owns the physics, callbacks only store commands."""

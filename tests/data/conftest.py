@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mpo_ros.spec import RobotSpec, load_spec
+from mpo_ros.contract.spec import RobotSpec, load_spec
 
 REAL_BAGS = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "real_bags"
 

@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 
 from mpo_ros import cli
+from mpo_ros.contract.observation import (
+    action_to_command,
+    build_observation,
+    command_to_action,
+    observation_names,
+)
 from mpo_ros.data.convert import Bag2DataConfig, convert_bags
 from mpo_ros.data.dataset import load_dataset
 from mpo_ros.data.scripted import record_scripted_bag
 from mpo_ros.errors import ContractError, DatasetError
-from mpo_ros.observation import action_to_command, build_observation, command_to_action, observation_names
 
 EPISODES = 4
 
@@ -109,7 +114,7 @@ def test_cli_converts_and_prints_a_summary(tmp_path, arm2, capsys):
 def test_bag_of_another_robot_is_refused_with_the_joint_names(tmp_path, arm2):
     bag = tmp_path / "bag"
     record_scripted_bag(arm2, bag, episodes=1, seed=1)
-    arm6 = pytest.importorskip("mpo_ros.spec").load_spec("arm6")
+    arm6 = pytest.importorskip("mpo_ros.contract.spec").load_spec("arm6")
     config = Bag2DataConfig(bags=[str(bag)], robot="arm6", out=str(tmp_path / "ds"), progress=False)
     with pytest.raises(DatasetError, match=r"shoulder.*elbow") as info:
         convert_bags(config)

@@ -19,10 +19,10 @@ sys.path.insert(0, str(ROS_TESTS))
 from reach_policy import export_reach_policy  # noqa: E402
 from ros_helpers import NodeProcess, Probe  # noqa: E402
 
+from mpo_ros.contract.spec import load_spec  # noqa: E402
 from mpo_ros.data.bag_reader import open_bag  # noqa: E402
 from mpo_ros.data.convert import Bag2DataConfig, convert_bags  # noqa: E402
 from mpo_ros.data.dataset import load_dataset  # noqa: E402
-from mpo_ros.spec import load_spec  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 

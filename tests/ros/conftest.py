@@ -22,7 +22,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def ik_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An analytic-IK reach controller for arm2, exported through mpo_ros.export."""
-    from mpo_ros.spec import load_spec
+    from mpo_ros.contract.spec import load_spec
 
     return export_reach_policy(load_spec("arm2"), tmp_path_factory.mktemp("policies") / "arm2_ik.onnx")
 

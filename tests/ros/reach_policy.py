@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
+from mpo_ros.contract.observation import observation_names, observation_size
+from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.export import export_module
-from mpo_ros.observation import observation_names, observation_size
-from mpo_ros.spec import RobotSpec
 
 UPPER_ARM, FOREARM = 0.3, 0.25
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from ros_helpers import NodeProcess, Probe
 
+from mpo_ros.contract.spec import load_spec
 from mpo_ros.ros.policy_node import DIAGNOSTIC_KEYS
-from mpo_ros.spec import load_spec
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(90)]
 

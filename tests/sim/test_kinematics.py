@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from mpo_ros_sim.kinematics import end_effector_positions
 
+from mpo_ros.contract.spec import RobotSpec, load_spec
 from mpo_ros.errors import ContractError
-from mpo_ros.spec import RobotSpec, load_spec
 
 
 @pytest.mark.parametrize("env_id", ["mpo_ros_sim:Arm2Reach-v0", "mpo_ros_sim:Arm6Reach-v0"])

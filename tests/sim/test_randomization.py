@@ -9,8 +9,8 @@ import pytest
 from mpo_ros_sim.randomization import RandomizationProfile, load_profile
 from mpo_ros_sim.robot_sim import RobotSim
 
+from mpo_ros.contract.spec import load_spec
 from mpo_ros.errors import ConfigError
-from mpo_ros.spec import load_spec
 
 
 def _physics(sim: RobotSim) -> dict[str, np.ndarray]:

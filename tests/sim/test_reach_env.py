@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from mpo_ros import observation, tasks
-from mpo_ros.spec import RobotSpec
+from mpo_ros.contract import observation, tasks
+from mpo_ros.contract.spec import RobotSpec
 
 ENV_IDS = ["mpo_ros_sim:Arm2Reach-v0", "mpo_ros_sim:Arm6Reach-v0"]
 

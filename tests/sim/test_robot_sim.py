@@ -7,8 +7,8 @@ import pytest
 from mpo_ros_sim.randomization import RandomizationProfile, Range
 from mpo_ros_sim.robot_sim import RobotSim
 
+from mpo_ros.contract.spec import RobotSpec, load_spec
 from mpo_ros.errors import ContractError, SpecError
-from mpo_ros.spec import RobotSpec, load_spec
 
 
 @pytest.fixture(scope="module")

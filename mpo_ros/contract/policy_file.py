@@ -32,8 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mpo_ros.contract.spec import CONTRACT_VERSION, RobotSpec
 from mpo_ros.errors import PolicyFileError, SpecError
-from mpo_ros.spec import CONTRACT_VERSION, RobotSpec
 
 __all__ = [
     "FORMAT_VERSION",
@@ -132,7 +132,7 @@ def encode_metadata(
     if not names:
         raise PolicyFileError("a policy needs at least one observation name")
     if robot_spec is not None:
-        from mpo_ros.observation import observation_names as contract_names
+        from mpo_ros.contract.observation import observation_names as contract_names
 
         expected = contract_names(robot_spec)
         if names != expected:
@@ -189,7 +189,7 @@ def decode_metadata(
     if not isinstance(provenance, dict):
         raise MissingContractError(f"{source}: '{KEY_PROVENANCE}' must be a JSON object")
     if spec is not None:
-        from mpo_ros.observation import observation_names as contract_names
+        from mpo_ros.contract.observation import observation_names as contract_names
 
         expected = contract_names(spec)
         if names != expected:

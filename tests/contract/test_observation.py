@@ -1,13 +1,13 @@
-"""Observation layout and action/command mapping of the robot contract (mpo_ros/observation.py)."""
+"""Observation layout and action/command mapping of the robot contract (mpo_ros/contract/observation.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mpo_ros import observation
+from mpo_ros.contract import observation
+from mpo_ros.contract.spec import JointSpec, RobotSpec, TaskSpec, load_spec
 from mpo_ros.errors import ContractError
-from mpo_ros.spec import JointSpec, RobotSpec, TaskSpec, load_spec
 
 
 @pytest.fixture(scope="module", params=["arm2", "arm6"])

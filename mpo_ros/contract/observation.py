@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.errors import ContractError
-from mpo_ros.spec import RobotSpec
 
 __all__ = [
     "StepMapper",

@@ -310,7 +310,7 @@ def load_spec(path: str | Path) -> RobotSpec:
 
 def models_dir() -> Path:
     """The shipped models/ folder: the source checkout, or share/mpo_ros/models when installed."""
-    here = Path(__file__).resolve().parent.parent / "models"
+    here = Path(__file__).resolve().parents[2] / "models"
     if here.is_dir():
         return here
     try:  # installed as a ROS 2 package

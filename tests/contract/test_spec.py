@@ -1,4 +1,4 @@
-"""Robot contract validation: every SpecError path of mpo_ros/spec.py, and the shipped specs."""
+"""Robot contract validation: every SpecError path of mpo_ros/contract/spec.py, and the shipped specs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mpo_ros.contract.spec import CONTRACT_VERSION, RobotSpec, find_spec, load_spec, models_dir
 from mpo_ros.errors import SpecError
-from mpo_ros.spec import CONTRACT_VERSION, RobotSpec, find_spec, load_spec, models_dir
 
 
 def _arm2() -> dict:

@@ -1,4 +1,4 @@
-"""Reach task maths on closed-form cases (mpo_ros/tasks.py)."""
+"""Reach task maths on closed-form cases (mpo_ros/contract/tasks.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from mpo_ros import tasks
+from mpo_ros.contract import tasks
+from mpo_ros.contract.spec import RobotSpec, load_spec
 from mpo_ros.errors import SpecError
-from mpo_ros.spec import RobotSpec, load_spec
 
 
 @pytest.fixture(scope="module")
