@@ -53,10 +53,10 @@ from mpo_ros.contract.observation import (
     observation_size,
 )
 from mpo_ros.contract.spec import RobotSpec, load_spec, models_dir
-from mpo_ros.export import export_module
 from mpo_ros.mpo.networks import GaussianPolicy, ObservationNormalizer
 from mpo_ros.mpo.policy import DeterministicPolicy
 from mpo_ros.runtime import OnnxPolicy, SafetyDecision, SafetyFilter, policy_step
+from mpo_ros.training.export import export_module
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "inference_latency.json"

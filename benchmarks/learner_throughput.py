@@ -27,7 +27,7 @@ import torch
 from mpo_ros.mpo import losses
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner, _sample, tune_cpu_allocator
 from mpo_ros.mpo.networks import GaussianParams
-from mpo_ros.replay import ReplayBuffer, SequenceBatch
+from mpo_ros.training.replay import ReplayBuffer, SequenceBatch
 
 OBS, ACT = 17, 6
 
@@ -182,7 +182,7 @@ def measure_updates(args: argparse.Namespace, threads: int) -> dict[str, Any]:
 def measure_env(args: argparse.Namespace) -> dict[str, Any]:
     """HalfCheetah-v5 steps/s: the bare environment, and environment + policy sampling (what training adds
     besides the update)."""
-    from mpo_ros.train import make_env
+    from mpo_ros.training.envs import make_env
 
     env = make_env("HalfCheetah-v5")
     learner = MPOLearner(OBS, ACT, MPOConfig())

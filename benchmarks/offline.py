@@ -42,10 +42,12 @@ from mpo_ros.contract.spec import load_spec
 from mpo_ros.data.convert import Bag2DataConfig, convert_bags
 from mpo_ros.data.dataset import load_dataset
 from mpo_ros.data.scripted import record_scripted_bag
-from mpo_ros.data.training import observe_datasets
 from mpo_ros.mpo.abm import prior_loss
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner
-from mpo_ros.train import TrainConfig, evaluate, make_env, train
+from mpo_ros.training.envs import make_env
+from mpo_ros.training.loop import TrainConfig, train
+from mpo_ros.training.loop import evaluate_learner as evaluate
+from mpo_ros.training.sources import observe_datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "offline.json"
@@ -109,7 +111,7 @@ def offline_mpo(
     )
     result = train(config)
     # train() evaluates with seed + 1e6; re-evaluate on the shared goals so all contenders see the same.
-    from mpo_ros.mpo.policy import load_policy
+    from mpo_ros.training.state import load_policy
 
     module, _ = load_policy(out)
     env = make_env(ENV_ID)

@@ -302,9 +302,9 @@ def bench_policy(tmp: Path) -> Path:
 
     from mpo_ros.contract.observation import observation_size
     from mpo_ros.contract.spec import load_spec
-    from mpo_ros.export import export_module
     from mpo_ros.mpo.networks import GaussianPolicy, ObservationNormalizer
     from mpo_ros.mpo.policy import DeterministicPolicy
+    from mpo_ros.training.export import export_module
 
     torch.set_num_threads(1)
     spec = load_spec("arm2")

@@ -90,7 +90,7 @@ def tracking_policy(tmp: Path) -> Path:
 
     from mpo_ros.contract.observation import observation_names, observation_size
     from mpo_ros.contract.spec import load_spec
-    from mpo_ros.export import export_module
+    from mpo_ros.training.export import export_module
 
     torch.set_num_threads(1)
     spec = load_spec("arm2")

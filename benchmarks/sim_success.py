@@ -31,8 +31,8 @@ import torch
 import yaml
 
 from mpo_ros.config import from_dict
-from mpo_ros.evaluate import evaluate_policy, load_eval_policy
-from mpo_ros.train import TrainConfig, train
+from mpo_ros.training.evaluate import evaluate_policy, load_eval_policy
+from mpo_ros.training.loop import TrainConfig, train
 
 RECIPES = Path(mpo_ros_sim.__file__).parent / "recipes"
 # run name -> (robot recipe, training env id, total steps). arm2 runs stop at 20k steps to show the

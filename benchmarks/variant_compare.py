@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner, tune_cpu_allocator
-from mpo_ros.replay import ReplayBuffer
+from mpo_ros.training.replay import ReplayBuffer
 
 # comparison -> {variant name: MPOConfig overrides}; the first variant is the reference of the ratios
 COMPARISONS: dict[str, dict[str, dict[str, Any]]] = {
@@ -79,7 +79,7 @@ def _last_logged(metrics_csv: Path, key: str) -> float | None:
 
 def train_once(variant: str, seed: int, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     """One `mpo-ros train` run in this process; returns its evaluation curve and summary figures."""
-    from mpo_ros.train import TrainConfig, train
+    from mpo_ros.training.loop import TrainConfig, train
 
     run_dir = out_dir / f"{variant}-s{seed}"
     overrides = COMPARISONS[args.compare][variant]

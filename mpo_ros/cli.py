@@ -16,9 +16,9 @@ from mpo_ros.errors import MpoRosError
 # command -> (module, one-line description). Each module defines
 # `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("mpo_ros.train", "train an MPO policy in simulation, from datasets, or both"),
-    "eval": ("mpo_ros.evaluate", "evaluate a checkpoint or ONNX policy in simulation"),
-    "export": ("mpo_ros.export", "export a checkpoint to a self-describing ONNX policy"),
+    "train": ("mpo_ros.training.loop", "train an MPO policy in simulation, from datasets, or both"),
+    "eval": ("mpo_ros.training.evaluate", "evaluate a checkpoint or ONNX policy in simulation"),
+    "export": ("mpo_ros.training.export", "export a checkpoint to a self-describing ONNX policy"),
     "inspect": ("mpo_ros.inspect_policy", "print the contract and provenance of an ONNX policy"),
     "bag2data": ("mpo_ros.data.convert", "convert rosbag2 recordings into a training dataset"),
     "serve": ("mpo_ros.ros.policy_node", "run the ONNX policy as a ROS 2 node"),

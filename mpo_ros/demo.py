@@ -46,7 +46,7 @@ def _banner(text: str) -> None:
 
 def _train(config: DemoConfig) -> Path:
     from mpo_ros.config import from_dict, load_yaml
-    from mpo_ros.train import TrainConfig, train
+    from mpo_ros.training.loop import TrainConfig, train
 
     out = Path(config.out)
     if config.retrain and out.exists():
@@ -72,7 +72,7 @@ def _train(config: DemoConfig) -> Path:
 
 
 def _evaluate(policy: Path, episodes: int, label: str) -> dict:
-    from mpo_ros.evaluate import evaluate_policy, format_table, load_eval_policy
+    from mpo_ros.training.evaluate import evaluate_policy, format_table, load_eval_policy
 
     loaded = load_eval_policy(policy)
     result = evaluate_policy(loaded, "mpo_ros_sim:Arm2Reach-v0", episodes=episodes, seed=10_000)
@@ -90,7 +90,7 @@ def run_demo(config: DemoConfig) -> int:
     _evaluate(checkpoint, config.episodes, "checkpoint")
 
     _banner("3/4 export to ONNX (contract in metadata) and evaluate the exported file")
-    from mpo_ros.export import export_checkpoint
+    from mpo_ros.training.export import export_checkpoint
 
     onnx_path = out / "policy.onnx"
     report = export_checkpoint(str(out), onnx_path)

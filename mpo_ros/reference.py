@@ -18,9 +18,9 @@ END = "<!-- END CONFIG REFERENCE -->"
 
 # command as a user types it -> "module:ConfigClass"
 COMMAND_CONFIGS: dict[str, str] = {
-    "mpo-ros train": "mpo_ros.train:TrainConfig",
-    "mpo-ros eval": "mpo_ros.evaluate:EvalConfig",
-    "mpo-ros export": "mpo_ros.export:ExportConfig",
+    "mpo-ros train": "mpo_ros.training.config:TrainConfig",
+    "mpo-ros eval": "mpo_ros.training.evaluate:EvalConfig",
+    "mpo-ros export": "mpo_ros.training.export:ExportConfig",
     "mpo-ros bag2data": "mpo_ros.data.convert:Bag2DataConfig",
     "mpo-ros serve / policy_node (ROS parameters)": "mpo_ros.ros.policy_node:PolicyNodeConfig",
     "mpo-ros sim-robot / sim_node (ROS parameters)": "mpo_ros.ros.sim_node:SimNodeConfig",

@@ -15,7 +15,7 @@ if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
     os.environ["MUJOCO_GL"] = "osmesa"
     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
-__all__ = ["ENV_IDS", "RANDOMIZED_ENV_IDS", "env_id_for_robot"]
+__all__ = ["ENV_IDS", "GENERIC_ENV_ID", "RANDOMIZED_ENV_IDS", "env_id_for_robot"]
 
 # gymnasium id (without the module prefix) -> robot name in models/ (nominal dynamics).
 ENV_IDS = {"Arm2Reach-v0": "arm2", "Arm6Reach-v0": "arm6"}
@@ -32,6 +32,11 @@ def env_id_for_robot(robot: str) -> str:
     raise KeyError(f"no registered environment for robot '{robot}'; known robots: {sorted(ENV_IDS.values())}")
 
 
+# The robot-agnostic id: `gymnasium.make("mpo_ros_sim:Reach-v0", robot="my_robot.yaml")` (a RobotSpec, a
+# spec YAML or a shipped name); it has no default robot, so a missing `robot=` is an error, not arm2.
+GENERIC_ENV_ID = "Reach-v0"
+
+
 def _register() -> None:
     try:
         from gymnasium.envs.registration import register, registry
@@ -45,6 +50,12 @@ def _register() -> None:
                     entry_point="mpo_ros_sim.reach_env:RobotReachEnv",
                     kwargs={"robot": robot, "randomize": randomize},
                 )
+    if GENERIC_ENV_ID not in registry:
+        register(
+            id=GENERIC_ENV_ID,
+            entry_point="mpo_ros_sim.reach_env:RobotReachEnv",
+            kwargs={"randomize": "none"},
+        )
 
 
 _register()

@@ -18,7 +18,7 @@ import torch
 from mpo_ros.contract.observation import observation_size
 from mpo_ros.contract.policy_file import KEY_SHA256, SEAL_PLACEHOLDER, seal
 from mpo_ros.contract.spec import RobotSpec
-from mpo_ros.export import ExportReport, export_module
+from mpo_ros.training.export import ExportReport, export_module
 
 
 class TinyPolicy(torch.nn.Module):

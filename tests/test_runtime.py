@@ -254,7 +254,7 @@ def test_nan_output_for_some_observations_raises(tmp_path: Path) -> None:
             return torch.sqrt(observations[:, :2]).clamp(-1.0, 1.0)
 
     observations = np.random.default_rng(0).uniform(0.0, 2.0, (1000, 4)).astype(np.float32)
-    from mpo_ros.export import export_module
+    from mpo_ros.training.export import export_module
 
     export_module(SqrtPolicy(), 4, 2, tmp_path / "sqrt.onnx", parity_observations=observations)
     policy = OnnxPolicy(tmp_path / "sqrt.onnx")

@@ -261,7 +261,7 @@ def test_policy_step_non_finite_action_holds(tmp_path: Path) -> None:
         def forward(self, observations: torch.Tensor) -> torch.Tensor:
             return torch.sqrt(observations[:, :2]).clamp(-1.0, 1.0)  # NaN when a relative position < 0
 
-    from mpo_ros.export import export_module
+    from mpo_ros.training.export import export_module
 
     rng = np.random.default_rng(0)
     parity = rng.uniform(0.0, 1.0, (1000, 8)).astype(np.float32)

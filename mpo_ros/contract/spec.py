@@ -28,6 +28,7 @@ __all__ = [
     "JointSpec",
     "RobotSpec",
     "TaskSpec",
+    "contract_differences",
     "find_spec",
     "load_spec",
     "models_dir",
@@ -333,3 +334,29 @@ def find_spec(name_or_path: str | Path) -> Path:
         return candidate
     shipped = sorted(p.stem for p in models_dir().glob("*.yaml"))
     raise SpecError(f"unknown robot '{name_or_path}': give a spec YAML path or one of {shipped}")
+
+
+def contract_differences(a: RobotSpec, b: RobotSpec, names: tuple[str, str] = ("a", "b")) -> list[str]:
+    """Every field where two contracts differ, as ``"joints[0].upper: a 2.0, b 2.5"`` lines (empty: equal).
+
+    Used wherever two sources of one contract meet (environment, datasets, a checkpoint being resumed): a
+    user needs the whole list to see whether a dataset was converted with another spec, not the first hit.
+    Folder and MJCF location are not part of the contract's meaning and are not compared.
+    """
+    left, right = a.to_dict(), b.to_dict()
+    for data in (left, right):
+        data.pop("mjcf", None)
+    out: list[str] = []
+    _diff(left, right, "", names, out)
+    return out
+
+
+def _diff(x: Any, y: Any, path: str, names: tuple[str, str], out: list[str]) -> None:
+    if isinstance(x, dict) and isinstance(y, dict):
+        for key in sorted(set(x) | set(y), key=str):
+            _diff(x.get(key), y.get(key), f"{path}.{key}" if path else str(key), names, out)
+    elif isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)) and len(x) == len(y):
+        for i, (u, v) in enumerate(zip(x, y, strict=True)):
+            _diff(u, v, f"{path}[{i}]", names, out)
+    elif x != y:
+        out.append(f"{path}: {names[0]} {x!r}, {names[1]} {y!r}")

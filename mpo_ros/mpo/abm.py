@@ -33,9 +33,9 @@ import torch
 from mpo_ros.config import option
 from mpo_ros.errors import ConfigError
 from mpo_ros.mpo import losses
+from mpo_ros.mpo.batch import SequenceBatch
 from mpo_ros.mpo.learner import MPOLearner
 from mpo_ros.mpo.networks import GaussianParams, GaussianPolicy
-from mpo_ros.replay import SequenceBatch
 
 __all__ = ["WEIGHTINGS", "ABMConfig", "ABMPrior", "abm_weights", "advantages", "prior_loss"]
 

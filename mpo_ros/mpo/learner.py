@@ -32,6 +32,7 @@ from torch import nn
 from mpo_ros.config import option
 from mpo_ros.errors import CheckpointError, ConfigError
 from mpo_ros.mpo import losses
+from mpo_ros.mpo.batch import SequenceBatch
 from mpo_ros.mpo.compilation import CompiledOrEager
 from mpo_ros.mpo.networks import (
     CRITIC_TYPES,
@@ -42,7 +43,6 @@ from mpo_ros.mpo.networks import (
     GaussianPolicy,
     ObservationNormalizer,
 )
-from mpo_ros.replay import SequenceBatch
 
 __all__ = [
     "Duals",

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner
-from mpo_ros.replay import ReplayBuffer
+from mpo_ros.training.replay import ReplayBuffer
 
 
 def random_replay(obs_dim: int, act_dim: int, seed: int = 0, episodes: int = 8) -> ReplayBuffer:

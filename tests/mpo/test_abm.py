@@ -12,7 +12,7 @@ from mpo_ros.errors import ConfigError
 from mpo_ros.mpo.abm import ABMConfig, ABMPrior, abm_weights, advantages, prior_loss
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner
 from mpo_ros.mpo.networks import GaussianParams
-from mpo_ros.replay import ReplayBuffer
+from mpo_ros.training.replay import ReplayBuffer
 
 torch.set_num_threads(1)
 

@@ -11,7 +11,7 @@ from mpo_fixtures import random_replay
 
 from mpo_ros.mpo.compilation import CompiledOrEager
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner, metrics_to_floats
-from mpo_ros.replay import ReplayBuffer
+from mpo_ros.training.replay import ReplayBuffer
 
 torch.set_num_threads(1)
 OBS, ACT = 5, 2

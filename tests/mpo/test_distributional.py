@@ -16,7 +16,7 @@ from mpo_ros.mpo import losses
 from mpo_ros.mpo.abm import ABMPrior
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner, metrics_to_floats
 from mpo_ros.mpo.networks import CategoricalCritic
-from mpo_ros.replay import ReplayBuffer
+from mpo_ros.training.replay import ReplayBuffer
 
 torch.set_num_threads(1)
 OBS, ACT = 5, 2

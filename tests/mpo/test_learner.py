@@ -12,7 +12,7 @@ from mpo_fixtures import random_replay, seeded_learner
 from mpo_ros.errors import ConfigError
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner, metrics_to_floats
 from mpo_ros.mpo.networks import GaussianPolicy
-from mpo_ros.replay import ReplayBuffer
+from mpo_ros.training.replay import ReplayBuffer
 
 torch.set_num_threads(1)
 OBS, ACT = 5, 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mpo_ros.train import TrainConfig, train
+from mpo_ros.training.loop import TrainConfig, train
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def ik_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An analytic-IK reach controller for arm2, exported through mpo_ros.export."""
+    """An analytic-IK reach controller for arm2, exported through mpo_ros.training.export."""
     from mpo_ros.contract.spec import load_spec
 
     return export_reach_policy(load_spec("arm2"), tmp_path_factory.mktemp("policies") / "arm2_ik.onnx")

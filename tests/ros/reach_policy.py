@@ -13,7 +13,7 @@ import torch
 
 from mpo_ros.contract.observation import observation_names, observation_size
 from mpo_ros.contract.spec import RobotSpec
-from mpo_ros.export import export_module
+from mpo_ros.training.export import export_module
 
 UPPER_ARM, FOREARM = 0.3, 0.25
 

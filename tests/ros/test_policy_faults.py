@@ -102,7 +102,7 @@ def test_non_finite_states_hold_the_last_command(policy_node, robot: Probe) -> N
 def test_policy_without_robot_contract_is_refused(tmp_path: Path) -> None:
     import torch
 
-    from mpo_ros.export import export_module
+    from mpo_ros.training.export import export_module
 
     class Linear(torch.nn.Module):
         def forward(self, observation: torch.Tensor) -> torch.Tensor:

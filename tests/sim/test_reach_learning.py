@@ -26,8 +26,8 @@ SUCCESS_REQUIRED = 0.9
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_mpo_learns_arm2_reach(tmp_path: Path) -> None:
-    from mpo_ros.evaluate import evaluate_policy, load_eval_policy
-    from mpo_ros.train import TrainConfig, train
+    from mpo_ros.training.evaluate import evaluate_policy, load_eval_policy
+    from mpo_ros.training.loop import TrainConfig, train
 
     torch.set_num_threads(1)
     recipe = yaml.safe_load(RECIPE.read_text())

@@ -12,9 +12,9 @@ import torch
 
 from mpo_ros import cli
 from mpo_ros.errors import CheckpointError, ConfigError
-from mpo_ros.mpo.policy import checkpoint_path_for, load_checkpoint, load_policy
-from mpo_ros.replay import ReplayBuffer
-from mpo_ros.train import TrainConfig, train
+from mpo_ros.training.loop import TrainConfig, train
+from mpo_ros.training.replay import ReplayBuffer
+from mpo_ros.training.state import checkpoint_path_for, load_checkpoint, load_policy
 
 torch.set_num_threads(1)
 

@@ -18,29 +18,14 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from mpo_ros.errors import CheckpointError, DatasetError
+from mpo_ros.mpo.batch import SequenceBatch
 
 __all__ = ["MixedReplay", "ReplayBuffer", "SequenceBatch"]
-
-
-class SequenceBatch(NamedTuple):
-    """Sequences of L steps starting at sampled transitions (numpy arrays, float32 unless noted)."""
-
-    observations: np.ndarray  # [B, L, O]
-    actions: np.ndarray  # [B, L, D]
-    rewards: np.ndarray  # [B, L]
-    next_observations: np.ndarray  # [B, L, O]
-    terminated: np.ndarray  # [B, L] 1.0 where the MDP truly ended after this step
-    mask: np.ndarray  # [B, L] 1.0 for steps in the same episode as step 0 (a prefix)
-    behaviour_log_probs: np.ndarray  # [B, L] log mu(a|s) of the acting policy; NaN when unknown
-
-    @staticmethod
-    def concatenate(batches: Sequence[SequenceBatch]) -> SequenceBatch:
-        return SequenceBatch(*(np.concatenate(parts, axis=0) for parts in zip(*batches, strict=True)))
 
 
 class ReplayBuffer:
@@ -145,6 +130,46 @@ class ReplayBuffer:
         self.position = int((self.position + steps) % self.capacity)
         self.size = min(self.size + steps, self.capacity)
         self.episode += 1
+
+    def new_episode_id(self) -> int:
+        """A fresh episode id for :meth:`add_segment`: each actor's episode gets its own, so sequences never
+        run from one actor's transitions into another's that happen to sit in the next slots."""
+        self.end_episode()
+        episode = self.episode
+        self.episode += 1
+        return episode
+
+    def add_segment(
+        self,
+        observations: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_observations: np.ndarray,
+        terminated: np.ndarray,
+        log_probs: np.ndarray,
+        episode_id: int,
+    ) -> None:
+        """Append T consecutive transitions of one episode (``episode_id`` from :meth:`new_episode_id`).
+
+        Several streams (Ray actors) interleave their segments; a sampled sequence stays inside one
+        episode id, so it ends where another stream's segment begins, like a truncated episode: the target
+        bootstraps from the last step it holds.
+        """
+        steps = len(rewards)
+        if steps == 0:
+            return
+        if steps > self.capacity:
+            raise DatasetError(f"segment of {steps} steps does not fit a replay of capacity {self.capacity}")
+        slots = (self.position + np.arange(steps)) % self.capacity
+        self.observations[slots] = observations
+        self.next_observations[slots] = next_observations
+        self.actions[slots] = np.asarray(actions, np.float32).reshape(steps, self.act_dim)
+        self.rewards[slots] = rewards
+        self.terminated[slots] = np.asarray(terminated, np.float32)
+        self.log_probs[slots] = log_probs
+        self.episode_ids[slots] = episode_id
+        self.position = int((self.position + steps) % self.capacity)
+        self.size = min(self.size + steps, self.capacity)
 
     # --- sampling --------------------------------------------------------------------------------------
 

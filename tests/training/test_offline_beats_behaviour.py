@@ -21,7 +21,7 @@ import torch
 from mpo_ros.config import from_dict, load_yaml
 from mpo_ros.data.convert import Bag2DataConfig, convert_bags
 from mpo_ros.data.scripted import record_scripted_bag
-from mpo_ros.train import TrainConfig, train
+from mpo_ros.training.loop import TrainConfig, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 torch.set_num_threads(1)

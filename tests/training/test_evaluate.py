@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
 from mpo_ros.errors import ConfigError, ContractError  # noqa: E402
-from mpo_ros.evaluate import evaluate_policy, load_eval_policy  # noqa: E402
+from mpo_ros.training.evaluate import evaluate_policy, load_eval_policy  # noqa: E402
 
 ARM2 = "mpo_ros_sim:Arm2Reach-v0"
 
@@ -25,7 +25,7 @@ ARM2 = "mpo_ros_sim:Arm2Reach-v0"
 @pytest.fixture(scope="module")
 def arm2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (barely trained) arm2 checkpoint: a few hundred steps, small networks."""
-    from mpo_ros.train import TrainConfig, train
+    from mpo_ros.training.loop import TrainConfig, train
 
     out = tmp_path_factory.mktemp("runs") / "arm2"
     config = TrainConfig(
@@ -70,7 +70,7 @@ def test_evaluation_is_deterministic_and_complete(arm2_run: Path) -> None:
 
 
 def test_onnx_export_evaluates_like_its_checkpoint(arm2_run: Path, tmp_path: Path) -> None:
-    from mpo_ros.export import export_checkpoint
+    from mpo_ros.training.export import export_checkpoint
 
     onnx_path = tmp_path / "policy.onnx"
     export_checkpoint(arm2_run, onnx_path, parity_count=1000)
@@ -90,9 +90,10 @@ def test_cli_writes_table_json_and_video(arm2_run: Path, tmp_path: Path) -> None
         capture_output=True, text=True, timeout=300, env={**os.environ, "MUJOCO_GL": "osmesa"},
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
-    assert "success rate" in completed.stdout and ARM2 in completed.stdout  # env derived from the robot
+    # The env is built from the policy's own contract (not looked up by robot name).
+    assert "success rate" in completed.stdout and "mpo_ros_sim:Reach-v0" in completed.stdout
     data = json.loads(report.read_text())
-    assert data["env"] == ARM2 and data["randomize"] == "train" and data["episodes"] == 2
+    assert data["env"] == "mpo_ros_sim:Reach-v0" and data["randomize"] == "train" and data["episodes"] == 2
     assert len(data["per_episode"]["return"]) == 2
     assert data["return_mean"] == pytest.approx(np.mean(data["per_episode"]["return"]))
     assert video.is_file() and video.stat().st_size > 1000

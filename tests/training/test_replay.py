@@ -8,7 +8,7 @@ import torch
 
 from mpo_ros.errors import DatasetError
 from mpo_ros.mpo.losses import n_step_return
-from mpo_ros.replay import MixedReplay, ReplayBuffer
+from mpo_ros.training.replay import MixedReplay, ReplayBuffer
 
 OBS, ACT = 3, 2
 

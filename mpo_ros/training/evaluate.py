@@ -39,6 +39,7 @@ __all__ = [
     "load_eval_policy",
     "make_eval_env",
     "run",
+    "run_episodes",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def _onnx_policy(path: Path, device: str) -> EvalPolicy:
 def _checkpoint_policy(path: Path, device: str) -> EvalPolicy:
     import torch
 
-    from mpo_ros.mpo.policy import load_policy
+    from mpo_ros.training.state import load_policy
 
     module, metadata = load_policy(path, device=device)
     spec_json = metadata.get("robot_spec_json")
@@ -151,39 +152,32 @@ def _checkpoint_policy(path: Path, device: str) -> EvalPolicy:
 
 
 def default_env_id(policy: EvalPolicy) -> str:
-    """The robot's reach env for robot policies, else the env the policy was trained on."""
+    """Robot policies: the generic reach env built from the policy's own contract; else the training env."""
     if policy.robot_spec is not None:
-        import mpo_ros_sim
+        from mpo_ros.training.envs import GENERIC_REACH_ID
 
-        try:
-            return mpo_ros_sim.env_id_for_robot(policy.robot_spec.name)
-        except KeyError:
-            pass
+        return GENERIC_REACH_ID
     if policy.env_id:
         return policy.env_id
     raise ConfigError(f"{policy.source} does not say which environment it was trained on; pass --env")
 
 
-def make_eval_env(env_id: str, randomize: str = "none", render: bool = False) -> Any:
-    """gym.make with actions rescaled from [-1, 1] to the env's bounds (a no-op for robot envs)."""
-    import gymnasium as gym
-    from gymnasium.wrappers import ClipAction, RescaleAction
+def make_eval_env(
+    env_id: str, randomize: str = "none", render: bool = False, robot: RobotSpec | None = None
+) -> Any:
+    """The environment through the training factory (actions in [-1, 1]); ``robot``: the contract to build
+    a robot environment from (the policy's own), ``randomize``: its dynamics profile."""
+    from mpo_ros.training.envs import EnvFactory
 
-    kwargs: dict[str, Any] = {"render_mode": "rgb_array"} if render else {}
+    kwargs: dict[str, Any] = {}
     if env_id.startswith(SIM_PREFIX):
         kwargs["randomize"] = randomize
+        if robot is not None:
+            kwargs["robot"] = robot
     elif randomize != "none":
         raise ConfigError(f"--randomize {randomize} needs a robot env (mpo_ros_sim:...), not {env_id}")
-    try:
-        env = gym.make(env_id, **kwargs)
-    except gym.error.Error as exc:
-        raise ConfigError(f"cannot make environment {env_id!r}: {exc}") from exc
-    space = env.action_space
-    if not isinstance(space, gym.spaces.Box) or not np.all(np.isfinite(space.low) & np.isfinite(space.high)):
-        env.close()
-        raise ConfigError(f"{env_id}: evaluation needs a bounded Box action space, got {space}")
-    unit = np.ones(space.shape, dtype=np.float32)  # float32 bounds: no precision warning from Box
-    return ClipAction(RescaleAction(env, -unit, unit))
+    overrides = {"render_mode": "rgb_array"} if render else {}
+    return EnvFactory.resolve(env_id, kwargs).make(**overrides)
 
 
 def _check_compatible(policy: EvalPolicy, env: Any, env_id: str) -> None:
@@ -193,7 +187,7 @@ def _check_compatible(policy: EvalPolicy, env: Any, env_id: str) -> None:
             f"{policy.source} maps {policy.obs_dim} observations to {policy.act_dim} actions, but {env_id} has "
             f"observation shape {obs_shape} and action shape {act_shape}; pass the --env it was trained on"
         )
-    env_spec = getattr(env.unwrapped, "robot_spec", None)
+    env_spec = getattr(env.unwrapped, "robot_spec", None)  # what the env really simulates
     if (
         policy.robot_spec is not None
         and env_spec is not None
@@ -253,44 +247,63 @@ def evaluate_policy(
     video_episodes: int = 1,
 ) -> EvalResult:
     """Run `episodes` deterministic episodes of `policy` in `env_id` (see the module docstring)."""
-    env = make_eval_env(env_id, randomize, render=video is not None)
+    robot = policy.robot_spec if isinstance(policy, EvalPolicy) and env_id.endswith(":Reach-v0") else None
+    env = make_eval_env(env_id, randomize, render=video is not None, robot=robot)
     if isinstance(policy, EvalPolicy):
         _check_compatible(policy, env, env_id)
-    frames: list[np.ndarray] = []
-    returns, lengths, successes, distances, smoothness = [], [], [], [], []
+    frames: list[np.ndarray] | None = [] if video is not None else None
     try:
-        for episode in range(episodes):
-            recording = video is not None and episode < video_episodes
-            obs, info = env.reset(seed=seed + episode)
-            if recording:
-                frames.append(env.render())
-            total, length, rate, previous, done = 0.0, 0, 0.0, None, False
-            while not done:
-                action = np.asarray(policy(obs), dtype=np.float64)
-                if previous is not None:
-                    rate += float(np.mean(np.abs(action - previous)))
-                previous = action
-                obs, reward, terminated, truncated, info = env.step(action.astype(np.float32))
-                total += float(reward)
-                length += 1
-                done = bool(terminated or truncated)
-                if recording:
-                    frames.append(env.render())
-            returns.append(total)
-            lengths.append(length)
-            smoothness.append(rate / max(1, length - 1))
-            if "is_success" in info:
-                successes.append(bool(info["is_success"]))
-            if "distance" in info:
-                distances.append(float(info["distance"]))
+        result = run_episodes(policy, env, episodes, seed, frames, video_episodes)
         fps = int(env.metadata.get("render_fps") or 30)
     finally:
         env.close()
-    if video is not None:
+    if video is not None and frames is not None:
         write_video(frames, Path(video), fps)
+    return dataclasses.replace(result, env=env_id, randomize=randomize)
+
+
+def run_episodes(
+    policy: Callable[[np.ndarray], np.ndarray],
+    env: Any,
+    episodes: int,
+    seed: int,
+    frames: list[np.ndarray] | None = None,
+    video_episodes: int = 0,
+) -> EvalResult:
+    """The one evaluator: `mpo-ros eval` and the evaluations during training both run this.
+
+    Episode ``i`` is reset with ``seed + i`` (the same goals, starts and dynamics at every evaluation);
+    ``policy`` maps one observation to an action in [-1, 1]; frames of the first ``video_episodes``
+    episodes are appended to ``frames`` when it is given.
+    """
+    returns, lengths, successes, distances, smoothness = [], [], [], [], []
+    for episode in range(episodes):
+        recording = frames is not None and episode < video_episodes
+        obs, info = env.reset(seed=seed + episode)
+        if recording:
+            frames.append(env.render())
+        total, length, rate, previous, done = 0.0, 0, 0.0, None, False
+        while not done:
+            action = np.asarray(policy(obs), dtype=np.float64)
+            if previous is not None:
+                rate += float(np.mean(np.abs(action - previous)))
+            previous = action
+            obs, reward, terminated, truncated, info = env.step(action.astype(np.float32))
+            total += float(reward)
+            length += 1
+            done = bool(terminated or truncated)
+            if recording:
+                frames.append(env.render())
+        returns.append(total)
+        lengths.append(length)
+        smoothness.append(rate / max(1, length - 1))
+        if "is_success" in info:
+            successes.append(bool(info["is_success"]))
+        if "distance" in info:
+            distances.append(float(info["distance"]))
     return EvalResult(
-        env=env_id,
-        randomize=randomize,
+        env=str(getattr(getattr(env, "spec", None), "id", "")),
+        randomize="",
         episodes=episodes,
         seed=seed,
         returns=returns,

@@ -389,7 +389,7 @@ def export_checkpoint(
     rolling the policy (with exploration noise) in its environment; the last quarter, and any
     shortfall, sampled around the normaliser statistics to cover states training never saw.
     """
-    from mpo_ros.mpo.policy import checkpoint_path_for, load_policy
+    from mpo_ros.training.state import checkpoint_path_for, load_policy
 
     checkpoint = checkpoint_path_for(source)
     module, meta = load_policy(checkpoint, device="cpu")
@@ -399,7 +399,7 @@ def export_checkpoint(
     if parity_count < MIN_PARITY_OBSERVATIONS:
         raise ExportError(f"parity_observations must be >= {MIN_PARITY_OBSERVATIONS}, got {parity_count}")
     observations, source_text = parity_observations_for(
-        module, checkpoint, meta.get("env_id"), obs_dim, parity_count, seed
+        module, checkpoint, meta.get("env_id"), obs_dim, parity_count, seed, spec=spec
     )
     provenance = {
         "env_id": meta.get("env_id"),
@@ -433,8 +433,10 @@ def parity_observations_for(
     obs_dim: int,
     count: int,
     seed: int,
+    spec: RobotSpec | None = None,
 ) -> tuple[np.ndarray, str]:
-    """Observations for the parity check and a sentence saying where they came from."""
+    """Observations for the parity check and a sentence saying where they came from; ``spec``: the
+    checkpoint's contract, which the rollout environment is built from."""
     rng = np.random.default_rng(seed)
     wanted = count - count // 4
     found, parts = [], []
@@ -444,7 +446,7 @@ def parity_observations_for(
         parts.append(where)
     missing = wanted - sum(len(f) for f in found)
     if missing > 0 and env_id:
-        rollout, where = _rollout_observations(module, env_id, missing, seed)
+        rollout, where = _rollout_observations(module, env_id, missing, seed, spec)
         if rollout is not None and rollout.shape[1:] == (obs_dim,):
             found.append(rollout)
             parts.append(where)
@@ -478,13 +480,13 @@ def _replay_observations(
 
 
 def _rollout_observations(
-    module: torch.nn.Module, env_id: str, count: int, seed: int
+    module: torch.nn.Module, env_id: str, count: int, seed: int, spec: RobotSpec | None = None
 ) -> tuple[np.ndarray | None, str]:
     """Observations visited by the policy (plus N(0, 0.3) exploration noise) in its environment."""
     try:
-        from mpo_ros.train import make_env  # the env exactly as training wrapped it (actions in [-1, 1])
+        from mpo_ros.training.envs import EnvFactory  # the env exactly as training wrapped it
 
-        env = make_env(env_id)
+        env = EnvFactory.resolve(env_id, {"robot": spec} if spec is not None else None).make()
     except Exception as exc:  # unknown id, missing simulator: fall back to normaliser samples
         log.warning("cannot make %s for the parity check (%s); sampling observations instead", env_id, exc)
         return None, ""

@@ -24,8 +24,8 @@ from mpo_ros.contract.policy_file import (
 )
 from mpo_ros.contract.spec import load_spec
 from mpo_ros.errors import CheckpointError, ExportError
-from mpo_ros.export import DEFAULT_OPSET, export_module
 from mpo_ros.runtime import OnnxPolicy
+from mpo_ros.training.export import DEFAULT_OPSET, export_module
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered:UserWarning")
 torch.set_num_threads(1)
@@ -105,7 +105,7 @@ def test_export_parity_holds_beyond_the_check(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """400 steps of real MPO training on arm2 (a few seconds): a checkpoint + replay on disk."""
-    from mpo_ros.train import TrainConfig, train
+    from mpo_ros.training.loop import TrainConfig, train
 
     out = tmp_path_factory.mktemp("runs") / "arm2-short"
     config = TrainConfig(
@@ -157,9 +157,9 @@ def test_cli_export_and_inspect_a_trained_run(trained_run: Path, capsys: pytest.
 @pytest.mark.slow
 def test_onnx_and_checkpoint_agree_in_simulation(trained_run: Path, tmp_path: Path) -> None:
     """Sim-only evaluation: the exported file and the checkpoint act the same, step by step."""
-    from mpo_ros.export import export_checkpoint
-    from mpo_ros.mpo.policy import load_policy
-    from mpo_ros.train import make_env
+    from mpo_ros.training.envs import make_env
+    from mpo_ros.training.export import export_checkpoint
+    from mpo_ros.training.state import load_policy
 
     report = export_checkpoint(trained_run, tmp_path / "arm2.onnx")
     assert report.parity_max_abs_error < 1e-5
@@ -188,7 +188,7 @@ def test_onnx_and_checkpoint_agree_in_simulation(trained_run: Path, tmp_path: Pa
 
 
 def test_export_of_a_missing_run_fails_clearly(tmp_path: Path) -> None:
-    from mpo_ros.export import export_checkpoint
+    from mpo_ros.training.export import export_checkpoint
 
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         export_checkpoint(tmp_path / "no-such-run", tmp_path / "x.onnx")
@@ -216,8 +216,8 @@ def test_inspect_a_policy_without_contract(tmp_path: Path, capsys: pytest.Captur
 @pytest.mark.slow
 def test_plain_gym_checkpoint_exports_without_contract(tmp_path: Path) -> None:
     """Hopper: no robot contract; without a saved replay the parity data come from rolling the policy."""
-    from mpo_ros.export import export_checkpoint
-    from mpo_ros.train import TrainConfig, train
+    from mpo_ros.training.export import export_checkpoint
+    from mpo_ros.training.loop import TrainConfig, train
 
     run = tmp_path / "hopper"
     train(

@@ -9,27 +9,15 @@ import pytest
 import torch
 
 from mpo_ros import cli
-from mpo_ros.data.convert import Bag2DataConfig, convert_bags
 from mpo_ros.data.dataset import load_dataset
-from mpo_ros.data.scripted import record_scripted_bag
-from mpo_ros.data.training import data_replay, fill_replay, load_datasets
 from mpo_ros.errors import CheckpointError, ConfigError, DatasetError
-from mpo_ros.mpo.policy import load_policy
-from mpo_ros.replay import ReplayBuffer
-from mpo_ros.train import TrainConfig, train
+from mpo_ros.training.loop import TrainConfig, train
+from mpo_ros.training.replay import ReplayBuffer
+from mpo_ros.training.sources import data_replay, fill_replay, load_datasets
+from mpo_ros.training.state import load_policy
 
 torch.set_num_threads(1)
 SMALL = ["--policy-hidden", "32", "32", "--critic-hidden", "32", "32", "--batch-size", "64", "--threads", "1"]
-
-
-@pytest.fixture(scope="module")
-def behaviour(tmp_path_factory, arm2):
-    tmp = tmp_path_factory.mktemp("behaviour")
-    record_scripted_bag(arm2, tmp / "bag", episodes=6, seed=11)
-    path, _ = convert_bags(
-        Bag2DataConfig(bags=[str(tmp / "bag")], robot="arm2", out=str(tmp / "ds"), progress=False)
-    )
-    return path
 
 
 def test_episodes_enter_the_replay_whole(behaviour):
@@ -75,7 +63,9 @@ def test_offline_training_writes_a_loadable_policy_with_abm_metrics(behaviour, t
             "--eval-episodes", "2", "--log-every", "20", "--progress", "false", *SMALL]  # fmt: skip
     assert cli.main(argv) == 0
     module, metadata = load_policy(out)
-    assert metadata["env_id"] == "mpo_ros_sim:Arm2Reach-v0" and metadata["robot_spec_json"]
+    # Evaluated in the generic reach env built from the datasets' own contract, which the checkpoint carries.
+    assert metadata["env_id"] == "mpo_ros_sim:Reach-v0" and metadata["contract_source"] == "datasets"
+    assert metadata["robot_spec_json"] == load_dataset(behaviour).robot_spec.to_json()
     obs = torch.as_tensor(load_dataset(behaviour).observations[:5])
     actions = module(obs)
     assert actions.shape == (5, 2) and torch.all(actions.abs() <= 1.0)
@@ -89,7 +79,7 @@ def test_offline_training_writes_a_loadable_policy_with_abm_metrics(behaviour, t
 
 @pytest.mark.slow
 def test_mixed_training_draws_half_of_each_batch_from_the_data(behaviour, tmp_path, monkeypatch):
-    from mpo_ros.replay import MixedReplay
+    from mpo_ros.training.replay import MixedReplay
 
     seen: list[list[int]] = []
     original = MixedReplay.sample
@@ -107,7 +97,7 @@ def test_mixed_training_draws_half_of_each_batch_from_the_data(behaviour, tmp_pa
     result = train(config)
     assert result["step"] == 150 and result["updates"] == 51  # updates from step 100 on
     assert seen and all(counts == [32, 32] for counts in seen)
-    with pytest.raises(ConfigError, match="data-ratio"):
+    with pytest.raises(ConfigError, match="data_ratio"):
         train(TrainConfig(**{**config.__dict__, "data_ratio": 0.0, "out": str(tmp_path / "bad")}))
 
 
@@ -139,7 +129,7 @@ def _tiny(**overrides):
 
 
 def _policy_state(run_dir):
-    from mpo_ros.mpo.policy import load_checkpoint
+    from mpo_ros.training.state import load_checkpoint
 
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     return checkpoint["learner"]["policy"], checkpoint
