@@ -26,7 +26,7 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 	@touch $(STAMP)
 
 demo: venv
-	$(PY) -m mpo_ros.demo
+	$(PY) -m mpo_ros.tools.demo
 
 test: venv
 	$(VENV)/bin/ruff check mpo_ros sim tests benchmarks

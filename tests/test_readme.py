@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mpo_ros.reference import BEGIN, END, render
+from mpo_ros.tools.reference import BEGIN, END, render
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -14,7 +14,7 @@ def test_config_reference_matches_the_command_dataclasses() -> None:
     assert BEGIN in text and END in text, "README lost its configuration reference markers"
     current = text[text.index(BEGIN) : text.index(END) + len(END)]
     assert current == render(), (
-        "README config reference is stale: paste `python -m mpo_ros.reference` into it"
+        "README config reference is stale: paste `python -m mpo_ros.tools.reference` into it"
     )
 
 

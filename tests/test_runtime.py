@@ -266,6 +266,6 @@ def test_nan_output_for_some_observations_raises(tmp_path: Path) -> None:
 
 
 def test_robot_side_imports_no_torch() -> None:
-    code = "import sys, mpo_ros.runtime, mpo_ros.inspect_policy; print('torch' in sys.modules, 'rclpy' in sys.modules)"
+    code = "import sys, mpo_ros.runtime, mpo_ros.tools.inspect; print('torch' in sys.modules, 'rclpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

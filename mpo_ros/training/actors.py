@@ -200,7 +200,9 @@ class ActorPool:
             actor, _ = self.pending.pop(ref)
             try:
                 # Copies: arrays from Ray's object store are read-only views of shared memory.
-                chunk = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in self.ray.get(ref).items()}
+                chunk = {
+                    k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in self.ray.get(ref).items()
+                }
             except self.ray.exceptions.RayActorError as exc:
                 self._restarted(actor, counters, exc)
                 continue

@@ -1,7 +1,7 @@
 """Generate the README's configuration reference from the command dataclasses.
 
 The CLI flags, YAML keys and ROS parameters are the dataclass fields, so the reference is produced from
-them rather than typed by hand: `python -m mpo_ros.reference` prints it, and a test fails when the README's
+them rather than typed by hand: `python -m mpo_ros.tools.reference` prints it, and a test fails when the README's
 copy drifts from the code.
 """
 
@@ -13,7 +13,7 @@ import sys
 
 __all__ = ["COMMAND_CONFIGS", "render"]
 
-BEGIN = "<!-- BEGIN CONFIG REFERENCE (python -m mpo_ros.reference) -->"
+BEGIN = "<!-- BEGIN CONFIG REFERENCE (python -m mpo_ros.tools.reference) -->"
 END = "<!-- END CONFIG REFERENCE -->"
 
 # command as a user types it -> "module:ConfigClass"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mpo_ros.config import add_arguments, from_args, option
 
-log = logging.getLogger("mpo_ros.demo")
+log = logging.getLogger("mpo_ros.tools.demo")
 
 
 def _arm2_recipe() -> Path:
@@ -117,7 +117,7 @@ def run_demo(config: DemoConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m mpo_ros.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mpo_ros.tools.demo", description=__doc__.splitlines()[0])
     add_arguments(parser, DemoConfig)
     config = from_args(DemoConfig, parser.parse_args(argv))
     return run_demo(config)
