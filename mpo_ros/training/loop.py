@@ -285,6 +285,7 @@ def _loop(
             sink.write(counters.step, {"updates": learner.num_updates, "wall_s": counters.elapsed_s, **row})
         if config.eval_every and counters.step >= counters.next_eval and counters.step < config.steps:
             counters.next_eval += config.eval_every
+            counters.elapsed_s = elapsed()
             _evaluate_and_log(state, eval_env, sink, bar)
         boundary = counters.at_boundary or not in_process
         if config.checkpoint_every and counters.step >= counters.next_checkpoint and boundary:
@@ -307,6 +308,7 @@ def _loop(
         for _ in range(updates_due(config, counters.step, learner)):  # the last chunks' share of updates
             metrics = _update(state, metrics)
     if counters.last_eval.get("step") != counters.step:
+        counters.elapsed_s = elapsed()
         _evaluate_and_log(state, eval_env, sink, None)
     counters.elapsed_s = elapsed()
     state.save(ckpt_dir, getattr(source, "env", None))
@@ -360,7 +362,7 @@ def _evaluate_and_log(state: TrainingState, eval_env: Any, sink: MetricsSink, ba
     config, counters = state.config, state.counters
     result = evaluate_learner(state.learner, eval_env, config.eval_episodes, seed=config.seed + 1_000_000)
     counters.last_eval = {**result, "step": float(counters.step)}
-    sink.write(counters.step, {"updates": state.learner.num_updates, **result})
+    sink.write(counters.step, {"updates": state.learner.num_updates, "wall_s": counters.elapsed_s, **result})
     out = Path(config.out)
     title = f"MPO {state.env_description.get('env_id')}"
     if state.contract is not None:
