@@ -107,37 +107,98 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {source}; valid keys are {sorted(names)}")
     hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     converted: dict[str, Any] = {}
+    problems = []
     for key, value in values.items():
-        tp, optional = _base_type(hints[key])
-        if value is None and optional:
-            converted[key] = None
-        elif tp is float and isinstance(value, int) and not isinstance(value, bool):
-            converted[key] = float(value)
-        elif typing.get_origin(tp) is tuple and isinstance(value, list):
-            converted[key] = tuple(value)
-        else:
-            converted[key] = value
+        try:
+            converted[key] = _typed(key, value, hints[key], fields[key].metadata.get("choices"))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(f"invalid {source}: " + "; ".join(problems))
     try:
         return cls(**converted)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid {source}: {exc}") from exc
 
 
+def _typed(key: str, value: Any, hint: Any, choices: Any = None) -> Any:
+    """``value`` checked against the field's type: a YAML ``"false"`` is not a boolean, 3000.7 is not a step
+    count, ``true`` is not a number. One message names the key, the value and what is allowed."""
+    tp, optional = _base_type(hint)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key}: null is not allowed (expected {_type_name(tp)})")
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(
+                f"{key}: {value!r} is not a list (expected a list of {_type_name(typing.get_args(tp)[0])})"
+            )
+        element = typing.get_args(tp)[0]
+        items = [_typed(f"{key}[{i}]", v, element) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: {value!r} is not a boolean (write true or false, without quotes)")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return _choice(key, value, choices)
+        if isinstance(value, float) and not isinstance(value, bool) and value.is_integer():
+            return _choice(key, int(value), choices)
+        raise ConfigError(f"{key}: {value!r} is not a whole number")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return _choice(key, float(value), choices)
+        raise ConfigError(f"{key}: {value!r} is not a number")
+    if tp is str:
+        if isinstance(value, str):
+            return _choice(key, value, choices)
+        raise ConfigError(f"{key}: {value!r} is not a string")
+    return value
+
+
+def _choice(key: str, value: Any, choices: Any) -> Any:
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        with path.open() as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"{where}: invalid YAML ({problem}); fix the file or pass the option as a flag"
+        ) from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of key: value, got {type(data).__name__}")
     return data
 
 
-def from_args(cls: type[T], args: argparse.Namespace, config_file: str | Path | None = None) -> T:
-    """Defaults, then the YAML file, then flags given on the command line."""
-    values: dict[str, Any] = {}
+def from_args(
+    cls: type[T],
+    args: argparse.Namespace,
+    config_file: str | Path | None = None,
+    base: dict[str, Any] | None = None,
+) -> T:
+    """Defaults, then ``base`` (e.g. a resumed run's own config), then the YAML file, then flags given on
+    the command line."""
+    values: dict[str, Any] = dict(base or {})
     if config_file is not None:
         values.update(load_yaml(config_file))
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]

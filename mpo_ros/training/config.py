@@ -14,7 +14,18 @@ from mpo_ros.errors import ConfigError
 from mpo_ros.mpo.abm import ABMConfig
 from mpo_ros.mpo.learner import MPOConfig
 
-__all__ = ["TrainConfig"]
+__all__ = ["RESUMABLE", "TrainConfig"]
+
+# Options a resumed run may change. The learning rates are applied to the restored optimisers (and
+# logged); the rest only set how long, how visibly and on what hardware the run goes on. Every other
+# option changes the algorithm or the data, and a resume that changes one is refused.
+RESUMABLE = frozenset(
+    {
+        "steps", "out", "config", "resume", "eval_every", "eval_episodes", "checkpoint_every", "log_every",
+        "progress", "threads", "device", "compile", "actors", "ray_address", "actor_sync_every",
+        "actor_chunk_steps", "policy_lr", "critic_lr", "dual_lr", "abm_lr",
+    }
+)  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -110,6 +121,10 @@ class TrainConfig(MPOConfig, ABMConfig):
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
         if self.warmup_steps < 1 and self.updates_per_step > 0:
             problems.append("warmup_steps must be >= 1 so the replay holds data before the first update")
+        for name in sorted(n for n in self.__dataclass_fields__ if n.endswith("_lr")):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 < value < float("inf")):
+                problems.append(f"{name}={value} must be a positive finite learning rate")
         if not 0.0 < self.data_ratio <= 1.0:
             problems.append(f"data_ratio={self.data_ratio} must lie in (0, 1]")
         if self.data and self.data_ratio >= 1.0 and self.actors:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -34,13 +35,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from mpo_ros.config import add_arguments as _add_config_arguments
 from mpo_ros.config import from_args, save_yaml
 from mpo_ros.errors import CheckpointError, ConfigError, DatasetError
 from mpo_ros.mpo.abm import ABMConfig, ABMPrior
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner, metrics_to_floats, tune_cpu_allocator
-from mpo_ros.training.config import TrainConfig
+from mpo_ros.training.config import RESUMABLE, TrainConfig
 from mpo_ros.training.envs import GENERIC_REACH_ID, EnvFactory
 from mpo_ros.training.metrics import ACTOR_KEYS, MetricsSink
 from mpo_ros.training.replay import MixedReplay, ReplayBuffer
@@ -51,7 +53,7 @@ from mpo_ros.training.sources import (
     load_datasets,
     observe_datasets,
 )
-from mpo_ros.training.state import CHECKPOINT_NAME, TrainingState, load_checkpoint
+from mpo_ros.training.state import CHECKPOINT_FORMAT, CHECKPOINT_NAME, TrainingState, load_checkpoint
 
 __all__ = ["TrainConfig", "TrainingInterrupted", "add_arguments", "evaluate_learner", "run", "train"]
 
@@ -86,6 +88,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 source = _make_source(config, state, factory)
             if checkpoint is not None:
                 state.restore(checkpoint, ckpt_dir, getattr(source, "env", None))
+                _apply_resumed_changes(state, checkpoint, out)
                 _after_restore(state, source)
             elif datasets:
                 observe_datasets(state.learner, datasets)
@@ -195,29 +198,94 @@ def _after_restore(state: TrainingState, source: Any) -> None:
 
 def _checkpoint_to_resume(config: TrainConfig, ckpt_dir: Path) -> dict[str, Any] | None:
     latest = ckpt_dir / CHECKPOINT_NAME
+    out = ckpt_dir.parent
     if not config.resume:
         if latest.is_file():
             raise ConfigError(f"{latest} exists: pass --resume to continue that run, or choose another --out")
+        leftovers = sorted(
+            p.name for p in (out / "metrics.csv", out / "config.yaml", out / "tb") if p.exists()
+        )
+        if leftovers:
+            raise ConfigError(
+                f"{out} already holds a run without a checkpoint ({', '.join(leftovers)}); choose another --out "
+                "or delete that folder first (a new run would mix its metrics with the old ones)"
+            )
         return None
     if not latest.is_file():
         raise CheckpointError(f"--resume given but {latest} does not exist; start the run without --resume")
     checkpoint = load_checkpoint(latest)
     saved = checkpoint["metadata"]
-    if saved.get("format") != 2:
+    if saved.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{latest} is a format-{saved.get('format')} checkpoint from an older mpo_ros; it can still be "
-            "exported and evaluated, but training resumes only from format-2 checkpoints"
+            f"exported and evaluated, but training resumes only from format-{CHECKPOINT_FORMAT} checkpoints"
         )
-    saved_config = saved.get("config", {})
-    for key in ("env", "data", "data_ratio"):
-        was, now = saved_config.get(key), getattr(config, key)
-        if (list(was) if isinstance(was, (list, tuple)) else was) != (
-            list(now) if isinstance(now, tuple) else now
-        ):
-            raise ConfigError(
-                f"cannot resume {latest}: the run used {key}={was!r}, not {now!r}; resume with the same"
-            )
+    changes = config_changes(saved.get("config", {}), config)
+    refused = {k: v for k, v in changes.items() if k not in RESUMABLE}
+    if refused:
+        lines = [f"{k}: run {was!r}, now {now!r}" for k, (was, now) in sorted(refused.items())]
+        raise ConfigError(
+            f"cannot resume {out}: {len(lines)} option(s) differ from the run's and would change the algorithm "
+            "or the data:\n  " + "\n  ".join(lines) + "\nresume without them (`mpo-ros train --out "
+            f"{out} --resume` takes the run's own values), or start a new run with another --out"
+        )
     return checkpoint
+
+
+def config_changes(saved: dict[str, Any], config: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Options whose value differs from a checkpoint's config: name -> (was, now)."""
+    now = dataclasses.asdict(config)
+
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, tuple) else value
+
+    return {
+        key: (saved.get(key), plain(value))
+        for key, value in now.items()
+        if key in saved and plain(saved[key]) != plain(value)
+    }
+
+
+def _apply_resumed_changes(state: TrainingState, checkpoint: dict[str, Any], out: Path) -> None:
+    """Learning rates given at resume go into the restored optimisers (which would otherwise keep the old
+    ones); every change is logged and appended to ``config_history.yaml``."""
+    changes = config_changes(checkpoint["metadata"].get("config", {}), state.config)
+    changes = {k: v for k, v in changes.items() if k not in ("resume", "out", "config")}
+    if not changes:
+        return
+    learner = state.learner
+    optimizers = {
+        "policy_lr": [learner.actor_optimizer],
+        "critic_lr": [learner.critic_optimizer],
+        "dual_lr": [learner.dual_optimizer],
+        "abm_lr": [state.prior.optimizer] if state.prior is not None else [],
+    }
+    for key, (_, value) in changes.items():
+        for optimizer in optimizers.get(key, []):
+            for group in optimizer.param_groups:
+                group["lr"] = value
+        log.warning("resumed with %s changed: %r -> %r", key, changes[key][0], value)
+    history = out / "config_history.yaml"
+    entries = yaml.safe_load(history.read_text()) if history.is_file() else []
+    entries = entries if isinstance(entries, list) else []
+    entries.append(
+        {
+            "resumed_at_step": state.counters.step,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "changed": {k: {"was": was, "now": now} for k, (was, now) in changes.items()},
+        }
+    )
+    history.write_text(yaml.safe_dump(entries, sort_keys=False))
+
+
+def saved_run_config(out: Path) -> dict[str, Any] | None:
+    """The config a run was checkpointed with (for `--resume` without repeating every option)."""
+    latest = out / "checkpoints" / CHECKPOINT_NAME
+    if not latest.is_file():
+        return None
+    saved = load_checkpoint(latest)["metadata"].get("config", {})
+    known = set(TrainConfig.__dataclass_fields__)
+    return {k: v for k, v in saved.items() if k in known and k not in ("resume", "out", "config")}
 
 
 def _seed_and_tune(config: TrainConfig) -> None:
@@ -463,6 +531,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = from_args(TrainConfig, args, getattr(args, "config", None))
+    if config.resume:
+        # The run's own options are the base: `--out runs/x --resume --steps N` needs nothing else, and an
+        # option that differs is one the user asked for (and is applied or refused, see RESUMABLE).
+        base = saved_run_config(Path(config.out))
+        if base is not None:
+            config = from_args(TrainConfig, args, getattr(args, "config", None), base=base)
     try:
         summary = train(config)
     except TrainingInterrupted as exc:

@@ -153,6 +153,12 @@ def test_cli_trains_with_the_categorical_critic_and_logs_its_edge_mass(tmp_path,
     with (out / "metrics.csv").open() as fh:
         edge = [float(row["q/target_edge_mass"]) for row in csv.DictReader(fh) if row["q/target_edge_mass"]]
     assert edge and all(0.0 <= v <= 1.0 for v in edge)
-    # resuming without the critic flags would reinterpret the logits: refused, naming the flags to pass
-    assert cli.main([*argv[: argv.index("--critic-type")], "--steps", "200", "--resume"]) == 2
-    assert "critic_type: checkpoint 'categorical', learner 'scalar'" in caplog.text
+    # Resuming without the critic flags takes the run's own (categorical) critic ...
+    assert cli.main(["train", "--out", str(out), "--steps", "200", "--resume", "--progress", "false"]) == 0
+    _, meta = load_policy(out)
+    assert meta["step"] == 200 and meta["config"]["critic_type"] == "categorical"
+    # ... and asking for another one would reinterpret the logits: refused, naming the option.
+    assert (
+        cli.main(["train", "--out", str(out), "--steps", "250", "--resume", "--critic-type", "scalar"]) == 2
+    )
+    assert "critic_type: run 'categorical', now 'scalar'" in caplog.text
