@@ -39,7 +39,7 @@ from mpo_ros.contract.observation import (
 from mpo_ros.contract.spec import RobotSpec, load_spec
 from mpo_ros.data.align import align_steps, split_segments
 from mpo_ros.data.bag_reader import OpenBag, open_bag, read_streams
-from mpo_ros.data.dataset import write_dataset
+from mpo_ros.data.dataset import check_writable_dataset_path, write_dataset
 from mpo_ros.data.messages import (
     FLOAT64_MULTI_ARRAY,
     JOINT_STATE,
@@ -357,8 +357,7 @@ def convert_bags(config: Bag2DataConfig) -> tuple[Path, dict[str, Any]]:
         raise DatasetError("give the output folder with --out data/<name>")
     spec = resolve_robot(config.robot)
     out = Path(config.out)
-    if out.exists() and not config.overwrite:
-        raise DatasetError(f"{out} exists already; choose another --out or pass --overwrite")
+    check_writable_dataset_path(out, config.overwrite)  # before any work: refuse a non-dataset --out
     parts: list[BagTransitions] = []
     sources: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}

@@ -47,7 +47,14 @@ import numpy as np
 from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.errors import DatasetError
 
-__all__ = ["ARRAYS", "FORMAT_VERSION", "Dataset", "load_dataset", "write_dataset"]
+__all__ = [
+    "ARRAYS",
+    "FORMAT_VERSION",
+    "Dataset",
+    "check_writable_dataset_path",
+    "load_dataset",
+    "write_dataset",
+]
 
 FORMAT_VERSION = 1
 
@@ -142,8 +149,7 @@ def write_dataset(
         name: np.ascontiguousarray(arrays[name], dtype=ARRAYS[name][0]) for name in ARRAYS if name in arrays
     }
     _check(arrays, str(path))
-    if path.exists() and not overwrite:
-        raise DatasetError(f"{path} exists already; choose another --out or pass --overwrite")
+    check_writable_dataset_path(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
@@ -175,6 +181,32 @@ def write_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def check_writable_dataset_path(path: str | Path, overwrite: bool) -> None:
+    """``--out`` may be new, or (with ``--overwrite``) an existing *dataset*; never anything else.
+
+    ``--overwrite`` once replaced whatever folder it was given (a bag being converted, a training run);
+    a folder is a dataset only if its meta.json says so (``format_version``) and it holds the arrays.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    if not overwrite:
+        raise DatasetError(f"{path} exists already; choose another --out or pass --overwrite")
+    meta = path / "meta.json"
+    is_dataset = False
+    if path.is_dir() and meta.is_file() and (path / "rewards.npy").is_file():
+        try:
+            is_dataset = "format_version" in json.loads(meta.read_text())
+        except (OSError, ValueError):
+            is_dataset = False
+    if not is_dataset:
+        held = sorted(p.name for p in path.iterdir())[:6] if path.is_dir() else ["(a file)"]
+        raise DatasetError(
+            f"--overwrite replaces only an mpo_ros dataset, and {path} is not one (no meta.json with "
+            f"format_version and arrays; it holds {held}); choose another --out"
+        )
 
 
 def _json_default(value: Any) -> Any:

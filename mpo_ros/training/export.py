@@ -24,6 +24,7 @@ import logging
 import os
 import subprocess
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,19 @@ class ExportConfig:
     )
     tolerance: float = option(PARITY_TOLERANCE, "largest allowed |torch - onnxruntime| action difference")
     seed: int = option(0, "seed of the observations used for the parity check")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not (0.0 < self.tolerance < 1.0):
+            problems.append(f"tolerance={self.tolerance} must lie in (0, 1) (actions are in [-1, 1])")
+        if self.parity_observations < MIN_PARITY_OBSERVATIONS:
+            problems.append(
+                f"parity_observations={self.parity_observations} must be >= {MIN_PARITY_OBSERVATIONS}"
+            )
+        if self.run and self.checkpoint:
+            problems.append("give --run or --checkpoint, not both (which one was meant is not clear)")
+        if problems:
+            raise ExportError("; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -292,13 +306,22 @@ def _write_verified(
     """Write to a temp file, load it as the robot would, re-check parity, then rename into place."""
     from mpo_ros.runtime import OnnxPolicy  # no torch inside; imported late to keep this module's deps clear
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if out_path.is_dir():
+        raise ExportError(
+            f"--out {out_path} is a folder; give the .onnx file to write, e.g. {out_path / 'policy.onnx'}"
+        )
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("wb") as fh:
-            fh.write(sealed)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as fh:
+                fh.write(sealed)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise ExportError(
+                f"cannot write {out_path}: {exc.strerror or exc}; choose a writable --out with free space"
+            ) from exc
         try:
             policy = OnnxPolicy(tmp, device="cpu", warmup_calls=1)
         except PolicyFileError as exc:
@@ -468,7 +491,7 @@ def _replay_observations(
                 if "observations" not in data.files:
                     continue
                 observations = np.asarray(data["observations"], dtype=np.float32)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             log.warning("cannot read replay %s for the parity check (%s); trying other sources", path, exc)
             continue
         if observations.ndim != 2 or observations.shape[1] != obs_dim or len(observations) == 0:

@@ -485,7 +485,15 @@ def threading_is_main() -> bool:
 def run_lock(out: Path) -> Iterator[None]:
     """One writer per run folder: ``<out>/.lock`` holds the writer's pid and host; a lock left by a process
     that no longer runs (on this host) is taken over with a warning."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the run folder {out}: {exc.strerror or exc}; choose a writable --out (a folder)"
+        ) from exc
     lock = out / ".lock"
     me = f"{os.getpid()} {socket.gethostname()}"
     for _ in range(2):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -243,19 +244,32 @@ class ReplayBuffer:
         buffer = io.BytesIO()
         np.savez(buffer, __meta__=np.array(repr(meta)), **arrays)
         tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as fh:
-            fh.write(buffer.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(buffer.getvalue())
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)  # a full disk must not stay full because of our leftover
+            raise CheckpointError(
+                f"cannot write the replay {path}: {exc.strerror or exc}; free space (or choose another --out) "
+                "and resume from the previous checkpoint"
+            ) from exc
         os.replace(tmp, path)
 
     def load(self, path: str | Path) -> None:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"replay file {path} is missing; cannot resume without losing experience")
-        with np.load(path, allow_pickle=False) as data:
-            state: dict[str, Any] = {k: data[k] for k in data.files if k != "__meta__"}
-            meta = _literal(str(data["__meta__"]))
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                state: dict[str, Any] = {k: data[k] for k in data.files if k != "__meta__"}
+                meta = _literal(str(data["__meta__"]))
+        except (OSError, ValueError, EOFError, KeyError, SyntaxError, zipfile.BadZipFile) as exc:
+            raise CheckpointError(
+                f"replay file {path} is damaged ({type(exc).__name__}: {exc}); restore it from a backup or start "
+                "a new run (export does not need it: `mpo-ros export` still works on this run)"
+            ) from exc
         state.update(meta)
         self.load_state_dict(state)
 

@@ -140,6 +140,21 @@ class TrainingState:
 
     def restore(self, checkpoint: dict[str, Any], ckpt_dir: Path, env: Any = None) -> None:
         """Load a checkpoint written by :meth:`save` into this freshly built state."""
+        missing = [k for k in ("metadata", "learner", "loop", "rng") if k not in checkpoint]
+        if missing:
+            raise CheckpointError(
+                f"{ckpt_dir / CHECKPOINT_NAME} lacks {missing}: it was not written whole by `mpo-ros train`; "
+                "restore it from a backup or start a new run"
+            )
+        try:
+            self._restore(checkpoint, ckpt_dir, env)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{ckpt_dir / CHECKPOINT_NAME} is incomplete or from another version ({type(exc).__name__}: {exc}); "
+                "restore it from a backup or start a new run"
+            ) from exc
+
+    def _restore(self, checkpoint: dict[str, Any], ckpt_dir: Path, env: Any = None) -> None:
         saved = checkpoint["metadata"]
         saved_contract = saved.get("robot_spec_json")
         if (saved_contract is None) != (self.contract is None):
@@ -231,6 +246,11 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot write the checkpoint {path}: {exc.strerror or exc}; free space (or choose another --out); "
+            "the previous checkpoint is intact"
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -256,7 +276,16 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     try:
         data = torch.load(file, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"cannot read checkpoint {file}: {exc}") from exc
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError(
+                f"refused to load {file}: it holds objects other than tensors and plain containers, and "
+                "unpickling those can run arbitrary code, so mpo_ros never loads it; use a checkpoint written "
+                "by `mpo-ros train`"
+            ) from None
+        raise CheckpointError(
+            f"cannot read checkpoint {file} ({type(exc).__name__}): it is truncated or not a torch file; "
+            "restore it from a backup or start a new run"
+        ) from exc
     if not isinstance(data, dict) or "learner" not in data or "metadata" not in data:
         raise CheckpointError(f"{file} is not an mpo_ros training checkpoint (no 'learner'/'metadata' keys)")
     return data
@@ -271,12 +300,18 @@ def load_policy(checkpoint_path: str | Path, device: str = "cpu") -> tuple[nn.Mo
     """
     data = load_checkpoint(checkpoint_path, device)
     learner_state = data["learner"]
-    config = MPOConfig.from_any({**learner_state["config"], "device": device})
-    policy = build_policy(int(learner_state["obs_dim"]), int(learner_state["act_dim"]), config)
-    policy.load_state_dict(learner_state["policy"])
-    normalizer = None
-    if config.normalize_observations:
-        normalizer = ObservationNormalizer(int(learner_state["obs_dim"]))
-        normalizer.load_state_dict(learner_state["normalizer"])
+    try:
+        config = MPOConfig.from_any({**learner_state["config"], "device": device})
+        policy = build_policy(int(learner_state["obs_dim"]), int(learner_state["act_dim"]), config)
+        policy.load_state_dict(learner_state["policy"])
+        normalizer = None
+        if config.normalize_observations:
+            normalizer = ObservationNormalizer(int(learner_state["obs_dim"]))
+            normalizer.load_state_dict(learner_state["normalizer"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{checkpoint_path_for(checkpoint_path)} holds no usable policy ({type(exc).__name__}: {exc}); "
+            "use a checkpoint written whole by `mpo-ros train`"
+        ) from exc
     module = DeterministicPolicy(policy, normalizer).to(device).eval().requires_grad_(False)
     return module, dict(data["metadata"])

@@ -94,7 +94,7 @@ def test_observation_matches_build_observation_of_the_held_state(tmp_path, arm2)
     assert np.allclose(rebuilt, obs, atol=1e-6)
 
 
-def test_cli_converts_and_prints_a_summary(tmp_path, arm2, capsys):
+def test_cli_converts_and_prints_a_summary(tmp_path, arm2, capsys, caplog):
     bag = tmp_path / "bag"
     record_scripted_bag(arm2, bag, storage="sqlite3", episodes=2, seed=2)
     out = tmp_path / "ds"
@@ -109,6 +109,26 @@ def test_cli_converts_and_prints_a_summary(tmp_path, arm2, capsys):
         )
         == 0
     )
+    # --overwrite replaces only a dataset: never the source bag, nor a training run.
+    run = tmp_path / "runs" / "A"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "latest.pt").write_bytes(b"weights")
+    for target in (bag, run):
+        before = sorted(p.relative_to(target) for p in target.rglob("*"))
+        argv = [
+            "bag2data",
+            str(bag),
+            "--robot",
+            "arm2",
+            "--out",
+            str(target),
+            "--overwrite",
+            "--progress",
+            "false",
+        ]
+        assert cli.main(argv) == 2
+        assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
+    assert "replaces only an mpo_ros dataset" in caplog.text
 
 
 def test_bag_of_another_robot_is_refused_with_the_joint_names(tmp_path, arm2):
