@@ -86,7 +86,9 @@ def test_a_full_disk_leaves_no_temporary_file_and_names_the_file(tmp_path, monke
 
     monkeypatch.setattr(os, "fsync", no_space)
     target = tmp_path / "latest.pt"
-    with pytest.raises(CheckpointError, match=re.escape(f"cannot write the checkpoint {target}: No space left")):
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"cannot write the checkpoint {target}: No space left")
+    ):
         atomic_torch_save({"x": 1}, target)
     replay = ReplayBuffer(10, 2, 1)
     with pytest.raises(CheckpointError, match=r"cannot write the replay .*No space left"):

@@ -169,3 +169,17 @@ def test_mixed_training_checkpoints_and_restores_the_prior(behaviour, tmp_path):
     train(TrainConfig(**{**config.__dict__, "steps": 130, "resume": True}))
     _, checkpoint = _policy_state(tmp_path / "mixed")
     assert checkpoint["abm_prior"]["num_updates"] == 31
+
+
+def test_a_dataset_with_non_finite_values_is_refused_at_load(behaviour, tmp_path, caplog):
+    """A NaN reward used to be accepted and kill the run later with a traceback naming no dataset."""
+    from mpo_ros.data.dataset import write_dataset
+
+    data = load_dataset(behaviour, mmap=False)
+    arrays = {name: np.array(getattr(data, name)) for name in ("observations", "actions", "rewards",
+              "next_observations", "terminated", "truncated", "success", "timestamps", "episode_starts")}  # fmt: skip
+    arrays["rewards"][7] = np.nan
+    write_dataset(tmp_path / "nan", arrays, dict(data.meta))
+    argv = ["train", "--data", str(tmp_path / "nan"), "--steps", "5", "--out", str(tmp_path / "run"), *SMALL]
+    assert cli.main(argv) == 2
+    assert f"{tmp_path / 'nan'}: rewards holds 1+ non-finite value(s) (first at row 7)" in caplog.text
