@@ -7,7 +7,7 @@ its replay as they arrive, and refreshes the actors' policy copies every ``actor
 
 Rate limiting (the idea of Acme/Reverb's ``SampleToInsertRatio``): the training loop performs exactly
 ``updates_per_step`` updates per inserted step, and the pool asks for a new chunk only while the steps
-collected and in flight stay within one chunk per actor of what the learner's updates justify. Adding actors
+collected and in flight stay within two chunks per actor of what the learner's updates justify. Adding actors
 therefore speeds collection up without changing the update:step ratio the config asks for.
 
 A dead actor (its process killed, its node lost) is restarted by Ray (``max_restarts=-1``); the pool drops
@@ -18,6 +18,7 @@ resumed run restarts the actors' episodes (learner, replay, counters and RNGs ar
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import time
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 # Seeds of actor i, restart g: far apart so no two actors (or lives of one actor) share episodes.
 _ACTOR_SEED_STRIDE = 100_003
 _RESTART_SEED_STRIDE = 7_919
+_IN_FLIGHT = 2  # requests queued per actor
 
 
 def policy_weights(learner: MPOLearner) -> dict[str, Any]:
@@ -160,7 +162,10 @@ class ActorPool:
         self.generation = [0] * config.actors
         self.episode_id: list[int | None] = [None] * config.actors
         self.actor_version = [-2] * config.actors  # the weights version each actor holds
-        self.pending: dict[Any, tuple[int, int]] = {}  # ref -> (actor, steps)
+        # Per actor, its requests in submission order: (ref, steps). Two in flight each, so an actor starts its
+        # next chunk while the learner takes the previous one (no idle round trip); chunks of one actor are
+        # inserted in order, because its episodes continue from one chunk to the next.
+        self.queues: list[collections.deque[tuple[Any, int]]] = [collections.deque() for _ in self.actors]
         self.weights_ref: Any = None
         self.weights_version = -1
         self.restarts = 0
@@ -187,26 +192,31 @@ class ActorPool:
         ``block``: wait (up to 1 s) for a chunk when the learner has nothing to do.
         """
         self._submit(counters)
-        if not self.pending:
+        refs = [ref for queue in self.queues for ref, _ in queue]
+        if not refs:
             return 0
         started = time.perf_counter()
-        ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=1.0 if block else 0.0)
+        ready, _ = self.ray.wait(refs, num_returns=1, timeout=1.0 if block else 0.0)
         if ready:
-            ready, _ = self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0.0)
+            ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0.0)
         if block:
             self.waiting_s += time.perf_counter() - started
+        done = set(ready)
         added = 0
-        for ref in ready:
-            actor, _ = self.pending.pop(ref)
-            try:
-                # Copies: arrays from Ray's object store are read-only views of shared memory.
-                chunk = {
-                    k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in self.ray.get(ref).items()
-                }
-            except self.ray.exceptions.RayActorError as exc:
-                self._restarted(actor, counters, exc)
-                continue
-            added += self._insert(actor, chunk, counters, finished)
+        for actor, queue in enumerate(self.queues):
+            while queue and queue[0][0] in done:
+                ref, _ = queue.popleft()
+                try:
+                    # Copies: arrays from Ray's object store are read-only views of shared memory.
+                    chunk = {
+                        k: np.array(v) if isinstance(v, np.ndarray) else v
+                        for k, v in self.ray.get(ref).items()
+                    }
+                except self.ray.exceptions.RayActorError as exc:
+                    queue.clear()  # requests to the dead life fail too; the new life starts afresh
+                    self._restarted(actor, counters, exc)
+                    break
+                added += self._insert(actor, chunk, counters, finished)
         self._submit(counters)
         return added
 
@@ -242,33 +252,33 @@ class ActorPool:
 
     # --- internals ------------------------------------------------------------------------------------
 
+    def _in_flight(self) -> int:
+        return sum(steps for queue in self.queues for _, steps in queue)
+
     def _step_budget(self, counters: Any) -> int:
         """Steps the actors may still be asked for: the run's remainder, and the rate limit."""
         config = self.config
-        in_flight = sum(steps for _, steps in self.pending.values())
+        in_flight = self._in_flight()
         remaining = config.steps - counters.step - in_flight
         if config.updates_per_step == 0:
             return remaining
         justified = config.warmup_steps + self.learner.num_updates // config.updates_per_step
-        slack = config.actors * config.actor_chunk_steps
+        slack = config.actors * _IN_FLIGHT * config.actor_chunk_steps
         return min(remaining, justified + slack - counters.step - in_flight)
 
     def _submit(self, counters: Any) -> None:
-        busy = {actor for actor, _ in self.pending.values()}
-        for actor in range(len(self.actors)):
-            if actor in busy:
-                continue
-            steps = min(self.config.actor_chunk_steps, self._step_budget(counters))
-            if steps <= 0:
-                return
-            in_flight = sum(s for _, s in self.pending.values())
-            uniform = max(0, self.config.warmup_steps - counters.step - in_flight)
-            weights = None
-            if self.actor_version[actor] != self.weights_version:
-                weights = self.weights_ref
-                self.actor_version[actor] = self.weights_version
-            ref = self.actors[actor].collect.remote(steps, uniform, weights, self.weights_version)
-            self.pending[ref] = (actor, steps)
+        for actor, queue in enumerate(self.queues):
+            while len(queue) < _IN_FLIGHT:
+                steps = min(self.config.actor_chunk_steps, self._step_budget(counters))
+                if steps <= 0:
+                    return
+                uniform = max(0, self.config.warmup_steps - counters.step - self._in_flight())
+                weights = None
+                if self.actor_version[actor] != self.weights_version:
+                    weights = self.weights_ref
+                    self.actor_version[actor] = self.weights_version
+                ref = self.actors[actor].collect.remote(steps, uniform, weights, self.weights_version)
+                queue.append((ref, steps))
 
     def _insert(
         self, actor: int, chunk: dict[str, Any], counters: Any, finished: list[tuple[float, int]]

@@ -8,7 +8,7 @@ chunks Ray actors have finished; nothing offline) -> the learner updates that th
 The ratio ``updates_per_step`` is a samples-per-insert limit (Acme/Reverb's rate limiter): after ``S``
 environment steps past warm-up the learner has done exactly ``updates_per_step * (S - warmup + 1)``
 updates, whether the steps came from this process or from N actors; actors may run ahead of the learner
-by at most one chunk each, never further.
+by at most two chunks each, never further.
 
 Checkpoints (see :mod:`mpo_ros.training.state`) are written between iterations only. SIGINT and SIGTERM
 (what docker stop, SLURM and systemd send) are deferred to the end of the current iteration, which then
