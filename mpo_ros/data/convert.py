@@ -36,7 +36,7 @@ from mpo_ros.contract.observation import (
     executed_action,
     observation_names,
 )
-from mpo_ros.contract.spec import RobotSpec, load_spec
+from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.data.align import align_steps, split_segments
 from mpo_ros.data.bag_reader import OpenBag, open_bag, read_streams
 from mpo_ros.data.dataset import check_writable_dataset_path, write_dataset
@@ -91,7 +91,10 @@ class Bag2DataConfig:
         "ROS distro whose message definitions decode bags that store none (old metadata v5 bags)",
         choices=sorted(TYPESTORES),
     )
-    overwrite: bool = option(False, "replace an existing dataset at --out")
+    overwrite: bool = option(
+        False, "replace an existing dataset at --out (only a dataset: never another folder)"
+    )
+    mjcf: str | None = option(None, "the robot's MJCF, when --robot is a policy.onnx whose MJCF is elsewhere")
     progress: bool = option(True, "show a progress bar")
 
     def __post_init__(self) -> None:
@@ -113,20 +116,14 @@ class BagTransitions:
     actions_out_of_range: int = 0
 
 
-def resolve_robot(text: str) -> RobotSpec:
-    """A spec YAML, a shipped robot name, or the contract inside an exported policy.onnx."""
+def resolve_robot(text: str, mjcf: str | None = None) -> RobotSpec:
+    """A spec YAML, a shipped robot name, or the contract inside an exported policy.onnx (its MJCF found
+    at ``mjcf``, next to the file or in models/: reward relabelling needs the kinematics)."""
+    from mpo_ros.contract.resolve import resolve_robot as resolve
+
     if not text:
         raise BagError("give the robot contract with --robot <spec.yaml | robot name | policy.onnx>")
-    if text.endswith(".onnx"):
-        from mpo_ros.runtime import OnnxPolicy
-
-        spec = OnnxPolicy(text, warmup_calls=0).spec
-        if spec is None:
-            raise BagError(
-                f"{text} carries no robot contract (a plain gym policy); pass the robot's spec YAML instead"
-            )
-        return spec
-    return load_spec(text)
+    return resolve(text, mjcf)
 
 
 def file_digests(path: Path) -> list[dict[str, Any]]:
@@ -355,7 +352,7 @@ def convert_bags(config: Bag2DataConfig) -> tuple[Path, dict[str, Any]]:
         raise BagError("give at least one bag: mpo-ros bag2data <bag>... --robot <spec> --out data/<name>")
     if not config.out:
         raise DatasetError("give the output folder with --out data/<name>")
-    spec = resolve_robot(config.robot)
+    spec = resolve_robot(config.robot, config.mjcf)
     out = Path(config.out)
     check_writable_dataset_path(out, config.overwrite)  # before any work: refuse a non-dataset --out
     parts: list[BagTransitions] = []
@@ -386,6 +383,9 @@ def convert_bags(config: Bag2DataConfig) -> tuple[Path, dict[str, Any]]:
     meta = {
         "mpo_ros_version": __version__,
         "robot_spec": spec.to_dict(),
+        "mjcf_path": str(spec.mjcf_path.resolve())
+        if spec.source_dir or Path(spec.mjcf).is_absolute()
+        else None,
         "observation_names": observation_names(spec),
         "control_period_s": spec.control_period,
         "sources": sources,

@@ -37,6 +37,12 @@ class TrainConfig(MPOConfig, ABMConfig):
         "gymnasium environment id (e.g. Hopper-v5, mpo_ros_sim:Arm2Reach-v0); offline runs (--data, "
         "--data-ratio 1) default to the datasets' own robot",
     )
+    robot: str | None = option(
+        None,
+        "robot to train: a shipped name, a spec YAML or a policy.onnx (its contract); without --env it trains "
+        "in the generic reach env mpo_ros_sim:Reach-v0 built from that contract",
+    )
+    mjcf: str | None = option(None, "the robot's MJCF, when --robot is a policy.onnx whose MJCF is elsewhere")
     steps: int = option(
         300_000,
         "total environment steps of the run (offline: learner updates); a resumed run continues to it",

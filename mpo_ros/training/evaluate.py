@@ -27,7 +27,7 @@ import numpy as np
 
 from mpo_ros.config import add_arguments as _add_config_arguments
 from mpo_ros.config import from_args, option
-from mpo_ros.contract.spec import RobotSpec
+from mpo_ros.contract.spec import RobotSpec, contract_differences
 from mpo_ros.errors import ConfigError, ContractError, PolicyFileError
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 SIM_PREFIX = "mpo_ros_sim:"
+GENERIC_ENV = "mpo_ros_sim:Reach-v0"
 
 
 @dataclasses.dataclass
@@ -52,8 +53,16 @@ class EvalConfig:
 
     policy: str = option("", "checkpoint (.pt), run directory (runs/<name>) or exported .onnx policy")
     env: str | None = option(
-        None, "gymnasium id; default: the policy's robot (arm2 -> mpo_ros_sim:Arm2Reach-v0) or training env"
+        None,
+        "gymnasium id; default: robot policies run in mpo_ros_sim:Reach-v0 built from their own contract, "
+        "others in the env they were trained on",
     )
+    robot: str | None = option(
+        None,
+        "robot to evaluate on (name, spec YAML or policy.onnx); default: the policy's own contract. Must "
+        "match the policy's contract (a spec YAML here points at a calibrated or moved MJCF)",
+    )
+    mjcf: str | None = option(None, "the robot's MJCF, when the policy's contract cannot find it")
     episodes: int = option(50, "episodes; episode i is reset with seed + i")
     randomize: str = option("none", "robot envs only: none, train, heldout, or a profile YAML path")
     seed: int = option(0, "seed of the first episode")
@@ -88,6 +97,7 @@ class EvalPolicy:
     robot_spec: RobotSpec | None
     source: str
     step: int | None = None
+    mjcf_path: str | None = None  # where training found the robot's MJCF (a hint for locating it again)
 
     def __call__(self, observation: np.ndarray) -> np.ndarray:
         return self.act(observation)
@@ -115,6 +125,7 @@ def _onnx_policy(path: Path, device: str) -> EvalPolicy:
         obs_dim=policy.obs_dim,
         act_dim=policy.act_dim,
         env_id=policy.provenance.get("env_id"),
+        mjcf_path=policy.provenance.get("mjcf_path"),
         robot_spec=policy.spec,
         source=str(path),
         step=int(step) if step is not None else None,
@@ -142,6 +153,7 @@ def _checkpoint_policy(path: Path, device: str) -> EvalPolicy:
         obs_dim=obs_dim,
         act_dim=act_dim,
         env_id=metadata.get("env_id"),
+        mjcf_path=metadata.get("mjcf_path"),
         robot_spec=spec,
         source=str(path),
         step=int(step) if step is not None else None,
@@ -149,6 +161,18 @@ def _checkpoint_policy(path: Path, device: str) -> EvalPolicy:
 
 
 # --- environments --------------------------------------------------------------------------------
+
+
+def policy_robot(policy: EvalPolicy, mjcf: str | None = None) -> RobotSpec | None:
+    """The policy's own contract with its MJCF located (``--mjcf``, next to the file, training's path)."""
+    from mpo_ros.contract.resolve import locate_mjcf
+
+    if policy.robot_spec is None:
+        return None
+    near = [Path(policy.source).resolve().parent]
+    if policy.mjcf_path:
+        near.insert(0, Path(policy.mjcf_path).parent)
+    return locate_mjcf(policy.robot_spec, mjcf, near)
 
 
 def default_env_id(policy: EvalPolicy) -> str:
@@ -188,15 +212,16 @@ def _check_compatible(policy: EvalPolicy, env: Any, env_id: str) -> None:
             f"observation shape {obs_shape} and action shape {act_shape}; pass the --env it was trained on"
         )
     env_spec = getattr(env.unwrapped, "robot_spec", None)  # what the env really simulates
-    if (
-        policy.robot_spec is not None
-        and env_spec is not None
-        and policy.robot_spec.to_json() != env_spec.to_json()
-    ):
-        raise ContractError(
-            f"{policy.source} was trained for robot contract '{policy.robot_spec.name}', which differs from the one "
-            f"of {env_id} ('{env_spec.name}': joints, limits, scaling or task); evaluate it on its own robot"
-        )
+    if policy.robot_spec is not None and env_spec is not None:
+        differences = contract_differences(policy.robot_spec, env_spec, ("policy", "environment"))
+        if differences:
+            raise ContractError(
+                f"{policy.source} was trained for another robot contract than {env_id}'s "
+                f"({len(differences)} field(s) differ):\n  "
+                + "\n  ".join(differences)
+                + "\nevaluate it on its "
+                "own robot (omit --env and --robot: the policy's own contract is used)"
+            )
 
 
 # --- evaluation ----------------------------------------------------------------------------------
@@ -245,9 +270,14 @@ def evaluate_policy(
     seed: int = 0,
     video: str | Path | None = None,
     video_episodes: int = 1,
+    robot: RobotSpec | None = None,
 ) -> EvalResult:
-    """Run `episodes` deterministic episodes of `policy` in `env_id` (see the module docstring)."""
-    robot = policy.robot_spec if isinstance(policy, EvalPolicy) and env_id.endswith(":Reach-v0") else None
+    """Run `episodes` deterministic episodes of `policy` in `env_id` (see the module docstring).
+
+    ``robot``: the contract the generic reach env is built from; default: the policy's own (its MJCF found
+    next to the policy file, where training found it, or in models/)."""
+    if robot is None and isinstance(policy, EvalPolicy) and env_id.endswith(":Reach-v0"):
+        robot = policy_robot(policy)
     env = make_eval_env(env_id, randomize, render=video is not None, robot=robot)
     if isinstance(policy, EvalPolicy):
         _check_compatible(policy, env, env_id)
@@ -412,6 +442,14 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         raise PolicyFileError(f"policy {config.policy} not found: {exc}") from exc
     env_id = config.env or default_env_id(policy)
+    if config.robot:
+        from mpo_ros.contract.resolve import resolve_robot
+
+        robot = resolve_robot(config.robot, config.mjcf)
+        if not config.env:
+            env_id = GENERIC_ENV
+    else:
+        robot = policy_robot(policy, config.mjcf) if env_id == GENERIC_ENV else None
     result = evaluate_policy(
         policy,
         env_id,
@@ -420,6 +458,7 @@ def run(args: argparse.Namespace) -> int:
         seed=config.seed,
         video=config.video,
         video_episodes=config.video_episodes,
+        robot=robot,
     )
     print(format_table(result, config.policy))
     if config.json:

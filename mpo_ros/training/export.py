@@ -426,6 +426,9 @@ def export_checkpoint(
     )
     provenance = {
         "env_id": meta.get("env_id"),
+        "robot": meta.get("robot"),
+        "contract_sha256": meta.get("contract_sha256"),
+        "mjcf_path": meta.get("mjcf_path"),
         # Same names as the checkpoint metadata: one name for one thing.
         "step": meta.get("step"),
         "eval/return": meta.get("eval/return"),

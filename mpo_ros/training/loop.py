@@ -39,11 +39,12 @@ import yaml
 
 from mpo_ros.config import add_arguments as _add_config_arguments
 from mpo_ros.config import from_args, save_yaml
+from mpo_ros.contract.resolve import resolve_robot
 from mpo_ros.errors import CheckpointError, ConfigError, DatasetError
 from mpo_ros.mpo.abm import ABMConfig, ABMPrior
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner, metrics_to_floats, tune_cpu_allocator
 from mpo_ros.training.config import RESUMABLE, TrainConfig
-from mpo_ros.training.envs import GENERIC_REACH_ID, EnvFactory
+from mpo_ros.training.envs import GENERIC_REACH_ID, EnvFactory, parse_env_kwargs
 from mpo_ros.training.metrics import ACTOR_KEYS, MetricsSink
 from mpo_ros.training.replay import MixedReplay, ReplayBuffer
 from mpo_ros.training.sources import (
@@ -125,15 +126,20 @@ def build_state(config: TrainConfig) -> tuple[TrainingState, EnvFactory, list[An
     datasets = load_datasets(config.data) if config.data else []
     data_contract = datasets_contract(datasets) if datasets else None
     env_id = config.env
+    env_kwargs = parse_env_kwargs(config.env_kwargs)
+    if config.robot:
+        env_kwargs["robot"] = resolve_robot(config.robot, config.mjcf)
+        env_id = env_id or GENERIC_REACH_ID
     if env_id is None:
         if not config.offline:
             raise ConfigError(
-                "give --env (e.g. Hopper-v5, mpo_ros_sim:Arm2Reach-v0) to train online, or --data to train offline"
+                "give --robot (a name, spec YAML or policy.onnx) or --env (e.g. Hopper-v5) to train online, or "
+                "--data to train offline"
             )
         if data_contract is None:
             raise DatasetError(f"{datasets[0].path} carries no robot contract; pass --env to evaluate in")
         env_id = GENERIC_REACH_ID
-    factory = EnvFactory.resolve(env_id, config.env_kwargs, config.max_episode_steps, contract=data_contract)
+    factory = EnvFactory.resolve(env_id, env_kwargs, config.max_episode_steps, contract=data_contract)
     probe = factory.make()
     obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
     probe.close()

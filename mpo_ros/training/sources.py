@@ -11,6 +11,7 @@ checkpoint's), field by field. Mixed runs draw a fixed fraction of every batch f
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,8 +82,15 @@ def _check_finite(dataset: Dataset, chunk: int = 65536) -> None:
 
 
 def datasets_contract(datasets: list[Dataset]) -> RobotSpec | None:
-    """The contract the datasets were converted with (checked equal across them by load_datasets)."""
-    return datasets[0].robot_spec
+    """The contract the datasets were converted with (checked equal across them by load_datasets), its
+    MJCF located where bag2data found it (or in models/), so the run can simulate the same robot."""
+    from mpo_ros.contract.resolve import locate_mjcf
+
+    spec = datasets[0].robot_spec
+    if spec is None:
+        return None
+    recorded = datasets[0].meta.get("mjcf_path")
+    return locate_mjcf(spec, near=[Path(recorded).parent] if recorded else [])
 
 
 def fill_replay(replay: ReplayBuffer, dataset: Dataset) -> int:

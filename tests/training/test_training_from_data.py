@@ -10,7 +10,7 @@ import torch
 
 from mpo_ros import cli
 from mpo_ros.data.dataset import load_dataset
-from mpo_ros.errors import CheckpointError, ConfigError, DatasetError
+from mpo_ros.errors import ConfigError, DatasetError
 from mpo_ros.training.loop import TrainConfig, train
 from mpo_ros.training.replay import ReplayBuffer
 from mpo_ros.training.sources import data_replay, fill_replay, load_datasets
@@ -153,7 +153,7 @@ def test_offline_resume_continues_exactly_where_the_run_stopped(behaviour, tmp_p
     # A run without the prior cannot be resumed with one (its E-step proposal would start from scratch).
     plain = _tiny(data=[str(behaviour)], steps=10, out=str(tmp_path / "plain"), behaviour_prior="none")
     train(plain)
-    with pytest.raises(CheckpointError, match="no prior state"):
+    with pytest.raises(ConfigError, match="behaviour_prior: run 'none', now 'abm'"):
         train(TrainConfig(**{**plain.__dict__, "steps": 20, "resume": True, "behaviour_prior": "abm"}))
 
 
