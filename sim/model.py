@@ -19,7 +19,7 @@ import numpy as np
 from mpo_ros.contract.spec import RobotSpec, models_dir
 from mpo_ros.errors import SpecError
 
-__all__ = ["ContractBinding", "bind", "load_model", "mjcf_path"]
+__all__ = ["ContractBinding", "actuator_kind", "bind", "contract_problems", "load_model", "mjcf_path"]
 
 # Relative tolerance between the spec's control rate and 1 / (timestep * physics_substeps).
 _RATE_TOLERANCE = 1e-3
@@ -56,6 +56,102 @@ def load_model(spec: RobotSpec) -> mujoco.MjModel:
     return copy.deepcopy(_compiled(str(path.resolve())))
 
 
+def _driving_actuators(model: mujoco.MjModel, joint_id: int) -> list[int]:
+    return [
+        a
+        for a in range(model.nu)
+        if int(model.actuator_trntype[a]) == int(mujoco.mjtTrn.mjTRN_JOINT)
+        and model.actuator_trnid[a, 0] == joint_id
+    ]
+
+
+def actuator_kind(model: mujoco.MjModel, actuator: int) -> str:
+    """'position' (gain kp, bias -kp q - kv qdot), 'velocity' (gain kv, bias -kv qdot), 'motor' or 'other'.
+
+    MuJoCo's <position> and <velocity> shortcuts both compile to a fixed gain and an affine bias; only the
+    bias coefficients tell a position servo (biasprm[1] = -kp) from a velocity servo (biasprm[1] = 0).
+    """
+    gain_fixed = int(model.actuator_gaintype[actuator]) == int(mujoco.mjtGain.mjGAIN_FIXED)
+    bias = int(model.actuator_biastype[actuator])
+    kp, b1, b2 = (
+        model.actuator_gainprm[actuator, 0],
+        model.actuator_biasprm[actuator, 1],
+        model.actuator_biasprm[actuator, 2],
+    )
+    if gain_fixed and bias == int(mujoco.mjtBias.mjBIAS_AFFINE):
+        if b1 < 0 and np.isclose(kp, -b1):
+            return "position"
+        if b1 == 0 and b2 < 0 and np.isclose(kp, -b2):
+            return "velocity"
+        return "other"
+    if gain_fixed and bias == int(mujoco.mjtBias.mjBIAS_NONE):
+        return "motor"
+    return "other"
+
+
+def contract_problems(spec: RobotSpec, model: mujoco.MjModel) -> list[str]:
+    """Every way the MJCF disagrees with the contract, each with its fix (``mpo-ros robot check``)."""
+    problems = []
+    joint_names = [model.joint(i).name for i in range(model.njnt)]
+    for joint in spec.joints:
+        jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, joint.name)
+        if jid < 0:
+            problems.append(
+                f"joint '{joint.name}' is not in the MJCF (it has {joint_names}); rename it in the spec"
+            )
+            continue
+        if int(model.jnt_type[jid]) not in (
+            int(mujoco.mjtJoint.mjJNT_HINGE),
+            int(mujoco.mjtJoint.mjJNT_SLIDE),
+        ):
+            problems.append(
+                f"joint '{joint.name}' must be a hinge or slide joint; drive only those from the contract"
+            )
+        if model.jnt_limited[jid]:
+            lo, hi = model.jnt_range[jid]
+            if joint.lower < lo - 1e-9 or joint.upper > hi + 1e-9:
+                problems.append(
+                    f"joint '{joint.name}': spec limits [{joint.lower}, {joint.upper}] exceed the MJCF range "
+                    f"[{lo:.6g}, {hi:.6g}]; narrow the spec's lower/upper or widen the MJCF range"
+                )
+        driving = _driving_actuators(model, jid)
+        if len(driving) != 1:
+            problems.append(
+                f"joint '{joint.name}' needs exactly one <position> actuator, found {len(driving)}; add one "
+                f'(<position joint="{joint.name}" kp=...>) or remove the extras'
+            )
+            continue
+        kind = actuator_kind(model, driving[0])
+        if kind != "position":
+            problems.append(
+                f"joint '{joint.name}' is driven by a {kind} actuator, but the contract commands positions; use "
+                "a <position> actuator (kp, kv) in the MJCF"
+            )
+    if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, spec.end_effector) < 0:
+        sites = [model.site(i).name for i in range(model.nsite)]
+        problems.append(
+            f"end_effector site '{spec.end_effector}' is not in the MJCF (sites: {sites}); add "
+            "<site name=...> to the tool body or set end_effector in the spec"
+        )
+    if not 1 <= spec.task.goal_dim <= 3:
+        problems.append(
+            f"a reach goal has 1 to 3 coordinates, got {spec.task.goal_dim}; fix task.goal_low/high"
+        )
+    rate = 1.0 / (model.opt.timestep * spec.physics_substeps)
+    if abs(rate - spec.control_rate_hz) > _RATE_TOLERANCE * spec.control_rate_hz:
+        substeps = 1.0 / (model.opt.timestep * spec.control_rate_hz)
+        fix = (
+            f"set physics_substeps: {round(substeps)}"
+            if abs(substeps - round(substeps)) < 1e-6 and round(substeps) >= 1
+            else f'set the MJCF <option timestep="{1.0 / (spec.control_rate_hz * spec.physics_substeps):.6g}"/>'
+        )
+        problems.append(
+            f"control_rate_hz {spec.control_rate_hz} is not what the MJCF timestep {model.opt.timestep} s x "
+            f"physics_substeps {spec.physics_substeps} produce ({rate:.6g} Hz); {fix}"
+        )
+    return problems
+
+
 def mjcf_path(spec: RobotSpec) -> Path:
     """The spec's MJCF; a spec without a folder (e.g. read from ONNX metadata) looks in models/."""
     if spec.source_dir or Path(spec.mjcf).is_absolute():
@@ -64,62 +160,20 @@ def mjcf_path(spec: RobotSpec) -> Path:
 
 
 def bind(spec: RobotSpec, model: mujoco.MjModel) -> ContractBinding:
-    """Look up the contract's names in the model and check that the two agree."""
+    """Look up the contract's names in the model and check that the two agree (every problem at once)."""
+    problems = contract_problems(spec, model)
+    if problems:
+        raise SpecError(
+            f"robot '{spec.name}': the MJCF {spec.mjcf} does not fit the contract ({len(problems)} problem(s)):\n  - "
+            + "\n  - ".join(problems)
+        )
     qpos, dofs, actuators = [], [], []
     for joint in spec.joints:
         jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, joint.name)
-        if jid < 0:
-            names = [model.joint(i).name for i in range(model.njnt)]
-            raise SpecError(
-                f"robot '{spec.name}': joint '{joint.name}' is not in {spec.mjcf}; it has {names}"
-            )
-        if int(model.jnt_type[jid]) not in (
-            int(mujoco.mjtJoint.mjJNT_HINGE),
-            int(mujoco.mjtJoint.mjJNT_SLIDE),
-        ):
-            raise SpecError(f"robot '{spec.name}': joint '{joint.name}' must be a hinge or slide joint")
-        if model.jnt_limited[jid]:
-            lo, hi = model.jnt_range[jid]
-            if joint.lower < lo - 1e-9 or joint.upper > hi + 1e-9:
-                raise SpecError(
-                    f"robot '{spec.name}': joint '{joint.name}' limits [{joint.lower}, {joint.upper}] in the "
-                    f"spec exceed the MJCF range [{lo}, {hi}]; narrow the spec or widen the MJCF"
-                )
-        driving = [
-            a
-            for a in range(model.nu)
-            if int(model.actuator_trntype[a]) == int(mujoco.mjtTrn.mjTRN_JOINT)
-            and model.actuator_trnid[a, 0] == jid
-        ]
-        if len(driving) != 1:
-            raise SpecError(
-                f"robot '{spec.name}': joint '{joint.name}' needs exactly one <position> actuator in "
-                f"{spec.mjcf}, found {len(driving)}"
-            )
-        if int(model.actuator_gaintype[driving[0]]) != int(mujoco.mjtGain.mjGAIN_FIXED) or int(
-            model.actuator_biastype[driving[0]]
-        ) != int(mujoco.mjtBias.mjBIAS_AFFINE):
-            raise SpecError(
-                f"robot '{spec.name}': the actuator of joint '{joint.name}' must be a <position> servo "
-                "(fixed gain kp, affine bias -kp q - kv qdot)"
-            )
         qpos.append(model.jnt_qposadr[jid])
         dofs.append(model.jnt_dofadr[jid])
-        actuators.append(driving[0])
+        actuators.append(_driving_actuators(model, jid)[0])
     site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, spec.end_effector)
-    if site < 0:
-        names = [model.site(i).name for i in range(model.nsite)]
-        raise SpecError(
-            f"robot '{spec.name}': end_effector site '{spec.end_effector}' is not in {spec.mjcf}; sites: {names}"
-        )
-    if not 1 <= spec.task.goal_dim <= 3:
-        raise SpecError(f"robot '{spec.name}': a reach goal has 1 to 3 coordinates, got {spec.task.goal_dim}")
-    rate = 1.0 / (model.opt.timestep * spec.physics_substeps)
-    if abs(rate - spec.control_rate_hz) > _RATE_TOLERANCE * spec.control_rate_hz:
-        raise SpecError(
-            f"robot '{spec.name}': control_rate_hz {spec.control_rate_hz} does not match the MJCF timestep "
-            f"{model.opt.timestep} s x physics_substeps {spec.physics_substeps} (= {rate:.6g} Hz)"
-        )
     bodies = np.array(
         [b for b in range(1, model.nbody) if model.body_mass[b] > 0 and model.body_mocapid[b] < 0], dtype=int
     )

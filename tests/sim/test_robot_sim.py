@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from mpo_ros_sim.randomization import RandomizationProfile, Range
@@ -114,20 +116,44 @@ def test_measurement_noise_is_seeded(arm2: RobotSpec) -> None:
     np.testing.assert_array_equal(sim.joint_positions, default)
 
 
-def test_spec_and_mjcf_must_agree(arm2: RobotSpec) -> None:
+def test_spec_and_mjcf_must_agree_and_every_problem_is_listed(arm2: RobotSpec) -> None:
     import dataclasses
 
     renamed = dataclasses.replace(
         arm2, joints=(dataclasses.replace(arm2.joints[0], name="hip"), arm2.joints[1])
     )
-    with pytest.raises(SpecError, match=r"joint 'hip' is not in arm2\.xml"):
+    with pytest.raises(SpecError, match=r"joint 'hip' is not in the MJCF \(it has \['shoulder', 'elbow'\]\)"):
         RobotSim(renamed)
     with pytest.raises(SpecError, match="end_effector site 'gripper'"):
         RobotSim(dataclasses.replace(arm2, end_effector="gripper"))
-    with pytest.raises(SpecError, match="does not match the MJCF timestep"):
+    with pytest.raises(SpecError, match=r"control_rate_hz 100.0 is not what .*; set physics_substeps: 5"):
         RobotSim(dataclasses.replace(arm2, control_rate_hz=100.0))
     wide = dataclasses.replace(arm2.joints[0], lower=-3.0)
     with pytest.raises(SpecError, match="exceed the MJCF range"):
         RobotSim(dataclasses.replace(arm2, joints=(wide, arm2.joints[1])))
     with pytest.raises(SpecError, match="not found"):
         RobotSim(dataclasses.replace(arm2, mjcf="missing.xml"))
+    # All at once, each with its fix (a user should not iterate problem by problem).
+    everything = dataclasses.replace(
+        arm2, joints=(dataclasses.replace(wide, name="hip"), arm2.joints[1]), end_effector="gripper",
+        control_rate_hz=100.0,
+    )  # fmt: skip
+    with pytest.raises(SpecError, match=r"\(3 problem\(s\)\)") as info:
+        RobotSim(everything)
+    assert str(info.value).count("\n  - ") == 3
+
+
+def test_a_velocity_actuator_under_a_position_contract_is_refused(arm2: RobotSpec, tmp_path) -> None:
+    """MuJoCo compiles <velocity> like <position> (fixed gain, affine bias); the randomiser used to write
+    biasprm[1] = -kp into it at every reset, silently turning a velocity servo into a position servo."""
+    import dataclasses
+
+    from mpo_ros.contract.spec import models_dir
+
+    xml = (models_dir() / "arm2.xml").read_text()
+    xml = re.sub(r'<position ([^>]*?)kp="[^"]*" ', r"<velocity \1", xml, count=1)
+    assert "<velocity" in xml
+    (tmp_path / "arm2_velocity.xml").write_text(xml)
+    spec = dataclasses.replace(arm2, mjcf="arm2_velocity.xml", source_dir=str(tmp_path))
+    with pytest.raises(SpecError, match="driven by a velocity actuator, but the contract commands positions"):
+        RobotSim(spec)
