@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mpo_ros.training.loop", "train an MPO policy in simulation, from datasets, or both"),
     "eval": ("mpo_ros.training.evaluate", "evaluate a checkpoint or ONNX policy in simulation"),
     "export": ("mpo_ros.training.export", "export a checkpoint to a self-describing ONNX policy"),
+    "robot": (
+        "mpo_ros.tools.robot",
+        "bring your own robot: `robot init` a contract from an MJCF, `robot check` it",
+    ),
     "inspect": ("mpo_ros.tools.inspect", "print the contract and provenance of an ONNX policy"),
     "bag2data": ("mpo_ros.data.convert", "convert rosbag2 recordings into a training dataset"),
     "serve": ("mpo_ros.ros.policy_node", "run the ONNX policy as a ROS 2 node"),

@@ -56,20 +56,34 @@ class JointSpec:
     max_delta: float
 
     def _check(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise SpecError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every problem of this joint's numbers, each naming the key."""
         where = f"joint '{self.name}'"
-        for key in ("lower", "upper", "velocity_limit", "default", "action_scale", "max_delta"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise SpecError(f"{where}: {key} must be a finite number, got {value!r}")
+        keys = ("lower", "upper", "velocity_limit", "default", "action_scale", "max_delta")
+        bad = [
+            k
+            for k in keys
+            if not isinstance(getattr(self, k), (int, float)) or not math.isfinite(getattr(self, k))
+        ]
+        out = [f"{where}: {k} must be a finite number, got {getattr(self, k)!r}" for k in bad]
+        if bad:
+            return out
         if not self.lower < self.upper:
-            raise SpecError(f"{where}: lower ({self.lower}) must be below upper ({self.upper})")
-        if not self.lower <= self.default <= self.upper:
-            raise SpecError(
+            out.append(f"{where}: lower ({self.lower}) must be below upper ({self.upper})")
+        elif not self.lower <= self.default <= self.upper:
+            out.append(
                 f"{where}: default pose {self.default} lies outside its limits [{self.lower}, {self.upper}]"
             )
-        for key in ("velocity_limit", "action_scale", "max_delta"):
-            if getattr(self, key) <= 0:
-                raise SpecError(f"{where}: {key} must be > 0, got {getattr(self, key)}")
+        out += [
+            f"{where}: {k} must be > 0, got {getattr(self, k)}"
+            for k in ("velocity_limit", "action_scale", "max_delta")
+            if getattr(self, k) <= 0
+        ]
+        return out
 
 
 @dataclass(frozen=True)
@@ -92,18 +106,22 @@ class TaskSpec:
         return len(self.goal_low)
 
     def _check(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise SpecError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        out = []
         if len(self.goal_low) != len(self.goal_high):
-            raise SpecError(
+            out.append(
                 f"task '{self.name}': goal_low has {len(self.goal_low)} entries but goal_high has "
                 f"{len(self.goal_high)}; give one bound per goal dimension"
             )
-        for lo, hi in zip(self.goal_low, self.goal_high, strict=True):
-            if not lo <= hi:
-                raise SpecError(
-                    f"task '{self.name}': goal_low {self.goal_low} exceeds goal_high {self.goal_high}"
-                )
+        elif any(not lo <= hi for lo, hi in zip(self.goal_low, self.goal_high, strict=True)):
+            out.append(f"task '{self.name}': goal_low {self.goal_low} exceeds goal_high {self.goal_high}")
         if self.success_threshold <= 0 or self.episode_seconds <= 0:
-            raise SpecError(f"task '{self.name}': success_threshold and episode_seconds must be > 0")
+            out.append(f"task '{self.name}': success_threshold and episode_seconds must be > 0")
+        return out
 
 
 class JointArrays(NamedTuple):
@@ -181,34 +199,35 @@ class RobotSpec:
                 f"contract version {self.contract_version} is not supported by this mpo_ros "
                 f"(supports {CONTRACT_VERSION}); re-export the policy with a matching mpo_ros version"
             )
-        if not self.joints:
-            raise SpecError(f"robot '{self.name}': list at least one joint under 'joints'")
+        where = f"robot '{self.name}'"
+        problems = [] if self.joints else [f"{where}: list at least one joint under 'joints'"]
         names = [j.name for j in self.joints]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise SpecError(f"robot '{self.name}': joint names must be unique, repeated: {duplicates}")
+            problems.append(f"{where}: joint names must be unique, repeated: {duplicates}")
         for joint in self.joints:
-            joint._check()
+            problems += joint.problems()
         if not (isinstance(self.control_rate_hz, (int, float)) and 0 < self.control_rate_hz <= 10000):
-            raise SpecError(
-                f"robot '{self.name}': control_rate_hz must be in (0, 10000], got {self.control_rate_hz}"
-            )
+            problems.append(f"{where}: control_rate_hz must be in (0, 10000], got {self.control_rate_hz}")
         if not isinstance(self.physics_substeps, int) or self.physics_substeps < 1:
-            raise SpecError(f"robot '{self.name}': physics_substeps must be an integer >= 1")
+            problems.append(f"{where}: physics_substeps must be an integer >= 1")
         unknown = [b for b in self.observation if b not in OBSERVATION_BLOCKS]
         if unknown:
-            raise SpecError(
-                f"robot '{self.name}': unknown observation block(s) {unknown}; choose from {list(OBSERVATION_BLOCKS)}"
+            problems.append(
+                f"{where}: unknown observation block(s) {unknown}; choose from {list(OBSERVATION_BLOCKS)}"
             )
         if len(set(self.observation)) != len(self.observation) or not self.observation:
-            raise SpecError(
-                f"robot '{self.name}': observation must list each block once, got {list(self.observation)}"
-            )
+            problems.append(f"{where}: observation must list each block once, got {list(self.observation)}")
         if self.action_mode != "position_offset":
+            problems.append(f"{where}: action_mode '{self.action_mode}' unknown; use 'position_offset'")
+        problems += self.task.problems()
+        if problems:
+            # Every problem at once: a user fixing a spec should not iterate one error at a time.
             raise SpecError(
-                f"robot '{self.name}': action_mode '{self.action_mode}' unknown; use 'position_offset'"
+                problems[0]
+                if len(problems) == 1
+                else f"{len(problems)} problems:\n  - " + "\n  - ".join(problems)
             )
-        self.task._check()
 
     # --- (de)serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
