@@ -217,15 +217,16 @@ def profiles_dir() -> Path:
 
 
 def load_profile(name_or_path: str | Path | None) -> RandomizationProfile | None:
-    """'none' (or None) -> None (nominal robot); 'train'/'heldout' -> shipped; else a YAML path."""
+    """'none' (or None) -> None (nominal robot); a shipped profile name ('train', 'heldout', 'ur5e_train',
+    ...) -> sim/profiles/<name>.yaml; else a YAML path."""
     if name_or_path is None or str(name_or_path) == "none":
         return None
     text = str(name_or_path)
-    path = profiles_dir() / f"{text}.yaml" if text in PROFILE_NAMES else Path(text)
+    shipped = profiles_dir() / f"{text}.yaml"
+    path = shipped if "/" not in text and shipped.is_file() else Path(text)
     if not path.is_file():
-        raise ConfigError(
-            f"randomisation profile '{text}' not found; use one of {list(PROFILE_NAMES)} or a YAML file path"
-        )
+        names = sorted(p.stem for p in profiles_dir().glob("*.yaml"))
+        raise ConfigError(f"randomisation profile '{text}' not found; use one of {names} or a YAML file path")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
