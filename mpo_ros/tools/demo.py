@@ -65,6 +65,10 @@ def _train(config: DemoConfig) -> Path:
     if checkpoint.is_file():
         train_config.resume = True
         print(f"resuming the interrupted run in {out}")
+    elif out.exists():
+        # Stopped before its first checkpoint: nothing to resume; the demo's own folder starts over.
+        print(f"{out} holds no checkpoint yet: starting the demo run over")
+        shutil.rmtree(out)
     started = time.monotonic()
     train(train_config)
     done_file.write_text(json.dumps({"steps": train_config.steps, "seconds": time.monotonic() - started}))
