@@ -28,9 +28,11 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 demo: venv
 	$(PY) -m mpo_ros.tools.demo
 
+# Two workers: the ROS tests mostly wait on DDS while the learning tests compute (each test run has its
+# own ROS domain per worker process; the Ray tests share one worker, see xdist_group("ray")).
 test: venv
 	$(VENV)/bin/ruff check mpo_ros sim tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: venv
 	$(VENV)/bin/ruff check mpo_ros sim tests benchmarks

@@ -23,7 +23,7 @@ RESUMABLE = frozenset(
     {
         "steps", "out", "config", "resume", "eval_every", "eval_episodes", "checkpoint_every", "log_every",
         "progress", "threads", "device", "compile", "actors", "ray_address", "actor_sync_every",
-        "actor_chunk_steps", "policy_lr", "critic_lr", "dual_lr", "abm_lr",
+        "actor_chunk_steps", "policy_lr", "critic_lr", "dual_lr", "abm_lr", "mjcf",
     }
 )  # fmt: skip
 

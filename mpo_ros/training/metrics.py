@@ -26,22 +26,27 @@ class MetricsSink:
         self.path = out / "metrics.csv"
         fresh = resume_step is None or not self.path.is_file()
         if not fresh:
-            self._truncate_after(resume_step or 0)
+            # Appending keeps the file's own columns (a resumed run may log a different set, e.g. after
+            # switching --actors), so rows never shift under the header.
+            self.header = self._truncate_after(resume_step or 0) or self.header
         self.file = self.path.open("w" if fresh else "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=self.header, extrasaction="ignore")
         if fresh:
             self.writer.writeheader()
         self.tb = SummaryWriter(str(out / "tb"), purge_step=resume_step)
 
-    def _truncate_after(self, step: int) -> None:
-        """Drop rows logged after the checkpoint we resume from (they will be logged again)."""
+    def _truncate_after(self, step: int) -> list[str]:
+        """Drop rows logged after the checkpoint we resume from (they will be logged again); returns the
+        file's header."""
         with self.path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-            header = rows and list(rows[0].keys())
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = list(reader.fieldnames or self.header)
         with self.path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=header or self.header)
+            writer = csv.DictWriter(fh, fieldnames=header)
             writer.writeheader()
             writer.writerows(r for r in rows if int(float(r["step"])) <= step)
+        return header
 
     def write(self, step: int, values: dict[str, float]) -> None:
         self.writer.writerow({"step": step, **values})

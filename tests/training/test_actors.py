@@ -26,6 +26,8 @@ from mpo_ros.training.state import load_checkpoint
 
 pytest.importorskip("ray")
 torch.set_num_threads(1)
+# One local Ray at a time: with `pytest -n 2` these run in the same worker, one after the other.
+pytestmark = pytest.mark.xdist_group("ray")
 REPO = Path(__file__).resolve().parents[2]
 TINY = dict(
     env="mpo_ros_sim:Arm2Reach-v0", policy_hidden=[16], critic_hidden=[16], batch_size=16, num_samples=4,

@@ -25,6 +25,8 @@ from mpo_ros.config import from_dict  # noqa: E402
 
 RECIPE = Path(mpo_ros_sim.__file__).parent / "recipes" / "arm2_reach.yaml"
 SUCCESS_REQUIRED = 0.9  # the in-process test's bar
+# One local Ray at a time: with `pytest -n 2` this runs in the same worker as test_actors.py.
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 @pytest.mark.slow
