@@ -72,6 +72,7 @@ class EvalConfig:
     )
     video_episodes: int = option(1, "episodes recorded into --video")
     json: str | None = option(None, "write the summary and per-episode figures to this JSON file")
+    plot_commands: str | None = option(None, "robot envs: plot the first episode's commands per joint (PNG)")
     config: str | None = option(None, "YAML file of option values (flags given on the command line win)")
 
     def __post_init__(self) -> None:
@@ -240,6 +241,11 @@ class EvalResult:
     successes: list[bool] | None  # None when the env reports no is_success
     final_distances: list[float] | None  # None when the env reports no distance
     smoothness: list[float]  # per episode: mean over steps and joints of |a_t - a_{t-1}|
+    # Robot envs: per episode, contract.smoothness figures of the commands sent (rad/step, fractions).
+    command_rate: list[float] = dataclasses.field(default_factory=list)
+    slew_limited_fraction: list[float] = dataclasses.field(default_factory=list)
+    high_frequency_share: list[float] = dataclasses.field(default_factory=list)
+    first_commands: list[list[float]] | None = None  # the first episode's commands [T, n] (for a plot)
 
     def summary(self) -> dict[str, Any]:
         def stats(values: list[float] | None) -> tuple[float | None, float | None]:
@@ -258,6 +264,9 @@ class EvalResult:
             "final_distance_std": distance_std,
             "action_smoothness_mean": smooth_mean,
             "action_smoothness_std": smooth_std,
+            "command_rate_mean": stats(self.command_rate)[0],
+            "slew_limited_fraction_mean": stats(self.slew_limited_fraction)[0],
+            "high_frequency_share_mean": stats(self.high_frequency_share)[0],
             "episode_length_mean": float(np.mean(self.lengths)),
         }
 
@@ -306,10 +315,16 @@ def run_episodes(
     ``policy`` maps one observation to an action in [-1, 1]; frames of the first ``video_episodes``
     episodes are appended to ``frames`` when it is given.
     """
+    from mpo_ros.contract.smoothness import command_smoothness
+
+    spec = getattr(env.unwrapped, "robot_spec", None)  # the simulated robot's slew limits and rate
     returns, lengths, successes, distances, smoothness = [], [], [], [], []
+    command_figures: list[dict[str, float]] = []
+    first_commands = None
     for episode in range(episodes):
         recording = frames is not None and episode < video_episodes
         obs, info = env.reset(seed=seed + episode)
+        commands = [info["command"]] if "command" in info else []
         if recording:
             frames.append(env.render())
         total, length, rate, previous, done = 0.0, 0, 0.0, None, False
@@ -322,11 +337,19 @@ def run_episodes(
             total += float(reward)
             length += 1
             done = bool(terminated or truncated)
+            if "command" in info:
+                commands.append(info["command"])
             if recording:
                 frames.append(env.render())
         returns.append(total)
         lengths.append(length)
         smoothness.append(rate / max(1, length - 1))
+        if spec is not None and len(commands) > 2:
+            command_figures.append(
+                command_smoothness(np.array(commands), spec.joint_arrays.max_delta, spec.control_rate_hz)
+            )
+            if first_commands is None:
+                first_commands = np.array(commands).tolist()
         if "is_success" in info:
             successes.append(bool(info["is_success"]))
         if "distance" in info:
@@ -341,7 +364,44 @@ def run_episodes(
         successes=successes if len(successes) == episodes else None,
         final_distances=distances if len(distances) == episodes else None,
         smoothness=smoothness,
+        command_rate=[f["command_rate"] for f in command_figures],
+        slew_limited_fraction=[f["slew_limited_fraction"] for f in command_figures],
+        high_frequency_share=[f["high_frequency_share"] for f in command_figures],
+        first_commands=first_commands,
     )
+
+
+def plot_commands(result: EvalResult, path: Path, joint_names: list[str] | None, rate_hz: float) -> Path:
+    """One episode's commands per joint against time (the first evaluated episode)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not result.first_commands:
+        raise ConfigError("--plot-commands needs a robot environment (its commands are what is plotted)")
+    commands = np.array(result.first_commands)
+    t = np.arange(len(commands)) / rate_hz
+    fig, axes = plt.subplots(
+        commands.shape[1], 1, figsize=(8, 1.6 * commands.shape[1]), sharex=True, squeeze=False
+    )
+    for j, ax in enumerate(axes[:, 0]):
+        ax.step(t, commands[:, j], where="post", lw=1.2)
+        ax.set_ylabel((joint_names or [f"joint {j}"] * commands.shape[1])[j] + "\n(rad)", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("time (s)")
+    summary = result.summary()
+    fig.suptitle(
+        f"commands, episode seed {result.seed}: |Δc| {summary['command_rate_mean']:.4f} rad/step, "
+        f"{100 * summary['slew_limited_fraction_mean']:.0f} % at slew limit, "
+        f"{100 * summary['high_frequency_share_mean']:.1f} % energy > 5 Hz",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
@@ -393,6 +453,19 @@ def format_table(result: EvalResult, source: str) -> str:
             "action smoothness |Δa|",
             cell(summary["action_smoothness_mean"], summary["action_smoothness_std"], 4),
         ),
+        ("command rate |Δc| (rad/step)", cell(summary["command_rate_mean"], None, 4)),
+        (
+            "steps at the slew limit",
+            "n/a"
+            if summary["slew_limited_fraction_mean"] is None
+            else f"{100 * summary['slew_limited_fraction_mean']:.1f} %",
+        ),
+        (
+            "command energy > 5 Hz",
+            "n/a"
+            if summary["high_frequency_share_mean"] is None
+            else f"{100 * summary['high_frequency_share_mean']:.1f} %",
+        ),
         ("episode length", cell(summary["episode_length_mean"], None, 1)),
     ]
     width = max(len(name) for name, _ in rows)
@@ -419,6 +492,9 @@ def _report(config: EvalConfig, policy: EvalPolicy, result: EvalResult) -> dict[
             "success": result.successes,
             "final_distance": result.final_distances,
             "action_smoothness": result.smoothness,
+            "command_rate": result.command_rate,
+            "slew_limited_fraction": result.slew_limited_fraction,
+            "high_frequency_share": result.high_frequency_share,
         },
         "versions": {
             "mujoco": mujoco.__version__,
@@ -461,6 +537,11 @@ def run(args: argparse.Namespace) -> int:
         robot=robot,
     )
     print(format_table(result, config.policy))
+    if config.plot_commands:
+        spec = robot or policy.robot_spec
+        rate = spec.control_rate_hz if spec is not None else 1.0
+        names = list(spec.joint_names) if spec is not None else None
+        print(f"wrote {plot_commands(result, Path(config.plot_commands), names, rate)}")
     if config.json:
         path = Path(config.json)
         path.parent.mkdir(parents=True, exist_ok=True)

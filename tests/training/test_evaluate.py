@@ -130,3 +130,24 @@ def test_plain_gym_env_actions_are_rescaled() -> None:
     total = sum(env.step(np.array([2.0], dtype=np.float32))[1] for _ in range(200))
     env.close()
     assert result.returns[0] == pytest.approx(total, rel=1e-5)
+
+
+def test_command_figures_against_closed_forms(tmp_path: Path) -> None:
+    """A still policy sends one constant command; a policy flipping between +-1 pins every command change
+    at the slew limit (max_delta 0.2 rad, a 0.26-0.31 rad jump per flip for arm2's action scales)."""
+    still = evaluate_policy(lambda obs: np.zeros(2), ARM2, episodes=2, seed=0)
+    summary = still.summary()
+    assert summary["command_rate_mean"] == 0.0 and summary["slew_limited_fraction_mean"] == 0.0
+    assert summary["high_frequency_share_mean"] == 0.0
+    flips = iter(np.tile([1.0, -1.0], 1000))
+    chatter = evaluate_policy(lambda obs: np.full(2, next(flips)), ARM2, episodes=2, seed=0)
+    figures = chatter.summary()
+    assert figures["slew_limited_fraction_mean"] > 0.95 and figures["command_rate_mean"] == pytest.approx(
+        0.2, abs=0.01
+    )
+    assert figures["high_frequency_share_mean"] > 0.9
+    from mpo_ros.training.evaluate import plot_commands
+
+    path = plot_commands(chatter, tmp_path / "commands.png", ["shoulder", "elbow"], 50.0)
+    assert path.stat().st_size > 10_000
+    assert np.array(chatter.first_commands).shape == (76, 2)  # reset + 75 steps
