@@ -221,3 +221,40 @@ def test_retrace_reduces_to_closed_forms() -> None:
     last = (mask.sum(1).long() - 1).unsqueeze(1)
     expected = losses.n_step_return(rewards, mask, terminated, next_values.gather(1, last).squeeze(1), gamma)
     torch.testing.assert_close(got, expected)
+
+
+def test_retrace_cuts_the_trace_where_the_target_policy_would_never_take_the_action() -> None:
+    """lambda = 1 and V(s_k) = Q(s_k, a_k): with ratio 1 everywhere Retrace is the full n-step return; a
+    log-ratio of -inf at step 1 (pi(a_1) = 0) sets c_1 = 0, so the target is the 1-step target r_0 + gamma V(s_1).
+    Catches a trace read at the wrong step (c_0 instead of c_1) and a flipped ratio (mu / pi: c_1 = 1)."""
+    gen = torch.Generator().manual_seed(6)
+    gamma, batch, length = 0.9, 4, 4
+    rewards = torch.randn(batch, length, generator=gen)
+    mask, terminated = torch.ones(batch, length), torch.zeros(batch, length)
+    q_taken = torch.randn(batch, length, generator=gen)
+    next_values = torch.cat([q_taken[:, 1:], torch.randn(batch, 1, generator=gen)], 1)
+    log_ratio = torch.zeros(batch, length)
+    log_ratio[:, 1] = -math.inf
+    got = losses.retrace_targets(rewards, mask, terminated, q_taken, next_values, log_ratio, gamma, 1.0)
+    torch.testing.assert_close(got, rewards[:, 0] + gamma * next_values[:, 0])
+    # The same cut one step later keeps exactly two rewards.
+    log_ratio = torch.zeros(batch, length)
+    log_ratio[:, 2] = -math.inf
+    got = losses.retrace_targets(rewards, mask, terminated, q_taken, next_values, log_ratio, gamma, 1.0)
+    torch.testing.assert_close(got, rewards[:, 0] + gamma * rewards[:, 1] + gamma**2 * next_values[:, 1])
+
+
+def test_retrace_matches_a_hand_computed_three_step_case() -> None:
+    """c_k = lambda * min(1, pi / mu): ratio 0.5 at step 1 halves the trace, ratio 3 at step 2 is truncated to
+    1 (without the min the trace would triple). Worked by hand with gamma 0.5, lambda 0.8:
+      G_2 = r_2 + gamma V_2                    = 1 + 0.5 * 4                       = 3
+      G_1 = r_1 + gamma (V_1 + c_2 (G_2 - Q_2)) = -1 + 0.5 * (2 + 0.8 * (3 - 1))    = 0.8
+      G_0 = r_0 + gamma (V_0 + c_1 (G_1 - Q_1)) = 2 + 0.5 * (1 + 0.4 * (0.8 - 3))   = 2.06
+    (step 0's own ratio, here 10, never enters: Retrace corrects the actions after the first.)"""
+    rewards = torch.tensor([[2.0, -1.0, 1.0]])
+    q_taken = torch.tensor([[5.0, 3.0, 1.0]])
+    next_values = torch.tensor([[1.0, 2.0, 4.0]])
+    log_ratio = torch.log(torch.tensor([[10.0, 0.5, 3.0]]))
+    ones, zeros = torch.ones(1, 3), torch.zeros(1, 3)
+    got = losses.retrace_targets(rewards, ones, zeros, q_taken, next_values, log_ratio, 0.5, 0.8)
+    torch.testing.assert_close(got, torch.tensor([2.06]))

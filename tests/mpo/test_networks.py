@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -77,3 +79,23 @@ def test_critic_sampled_matches_the_expanded_forward(torso: str) -> None:
     critic = Critic(4, 3, hidden=[16, 16], torso=torso)
     obs, actions = torch.randn(6, 4), torch.randn(5, 6, 3) * 1.5
     torch.testing.assert_close(critic.sampled(obs, actions), critic(obs.expand(5, 6, 4), actions))
+
+
+@pytest.mark.parametrize("width", [64, 256])
+def test_policy_heads_start_as_acme_variance_scaling_1e_4(width: int) -> None:
+    """Acme's MultivariateNormalDiagHead initialises both heads with haiku VarianceScaling(1e-4): fan-in mode,
+    a normal truncated at two of its standard deviations and rescaled (by 1 / 0.8796, the stddev of a unit
+    normal truncated to [-2, 2]) so that the weights' standard deviation after truncation is
+    sqrt(1e-4 / fan_in). Biases start at zero."""
+    torch.manual_seed(0)
+    policy = GaussianPolicy(3, 40, hidden=[width], full_covariance=True, torso="relu")
+    target_std = math.sqrt(1e-4 / width)
+    pre_truncation_std = target_std / 0.87962566103423978
+    for head in (policy.mean_head, policy.scale_head, policy.offdiag_head):
+        weight = head.weight.detach()
+        samples = weight.numel()
+        # the sample stddev of n draws has relative standard error ~ 1 / sqrt(2 n); allow 5 of them
+        assert weight.std().item() == pytest.approx(target_std, rel=5 / math.sqrt(2 * samples))
+        assert weight.abs().max().item() <= 2 * pre_truncation_std
+        assert weight.abs().max().item() > 1.9 * pre_truncation_std  # the tails reach the truncation
+        assert torch.equal(head.bias, torch.zeros_like(head.bias))
