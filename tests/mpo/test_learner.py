@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from mpo_fixtures import random_replay, seeded_learner
+from torch import nn
 
 from mpo_ros.errors import ConfigError
 from mpo_ros.mpo.learner import MPOConfig, MPOLearner, metrics_to_floats
@@ -46,6 +46,7 @@ def _max_step(before: list[torch.Tensor], module: torch.nn.Module) -> float:
     return max((b - a).abs().max().item() for b, a in zip(before, module.parameters(), strict=True))
 
 
+@pytest.mark.filterwarnings("ignore:retrace=True but:UserWarning")  # the fixture mixes logged episodes in
 @pytest.mark.parametrize(
     "flags", FLAGS, ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()) or "default"
 )
@@ -124,6 +125,7 @@ def test_state_dict_round_trip_continues_identically() -> None:
     assert a.num_updates == b.num_updates == 5
 
 
+@pytest.mark.filterwarnings("ignore:retrace=True but:UserWarning")  # the fixture mixes logged episodes in
 def test_state_dict_survives_a_weights_only_file_and_resumes_identically(tmp_path) -> None:
     """The checkpoint goes through torch.save / torch.load(weights_only=True) (what the loop does) and the
     resumed learner's next update equals the original's, bit for bit."""
@@ -212,8 +214,9 @@ def test_bootstrap_policy_states_share_one_sample_set_between_e_step_and_critic_
     b = learner._to_device(batch)
     obs = learner.normalize(b.observations[:, 0])
     with torch.no_grad():
-        prior, sampled, q_sampled, target, policy_obs = learner._n_step_targets(b, obs)
+        prior, anchor, sampled, q_sampled, target, policy_obs, _ = learner._n_step_targets(b, obs)
     boot = _boot_states(learner, batch)
+    torch.testing.assert_close(anchor.mean, prior.mean)
     torch.testing.assert_close(policy_obs, boot)
     torch.testing.assert_close(prior.mean, learner.target_policy(boot).mean)
     assert sampled.shape == (4, 16, ACT) and q_sampled.shape == (4, 16)
@@ -228,7 +231,8 @@ def test_sequence_start_policy_states_fit_the_policy_on_the_replayed_state() -> 
     b = learner._to_device(batch)
     obs = learner.normalize(b.observations[:, 0])
     with torch.no_grad():
-        prior, _, _, _, policy_obs = learner._n_step_targets(b, obs)
+        prior, _, _, _, _, policy_obs, state_weights = learner._n_step_targets(b, obs)
+    assert state_weights is None  # a sequence's first state is a stored state, never a terminal observation
     torch.testing.assert_close(policy_obs, obs)
     torch.testing.assert_close(prior.mean, learner.target_policy(obs).mean)
 
@@ -292,18 +296,20 @@ def test_retrace_without_behaviour_densities_falls_back_to_n_step_targets_with_a
     batch = replay.sample(16, 3)
     assert np.isnan(batch.behaviour_log_probs).all()
     learner = _learner(retrace=True)
+    with pytest.warns(UserWarning, match="behaviour log-probabilities"):
+        learner.update(batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learner.update(batch)  # said once per learner, not every update
     # V(s) = sum of the (normalised) state's features, whatever actions are sampled: a value we can recompute.
     learner._target_sampled = lambda states, actions: states.sum(-1).expand(actions.shape[0], -1)
     b = learner._to_device(batch)
-    with pytest.warns(UserWarning, match="behaviour log-probabilities"), torch.no_grad():
-        target = learner._retrace_targets(b, learner.normalize(b.observations[:, 0])).target
+    with torch.no_grad():
+        target = learner._retrace_targets(b, learner.normalize(b.observations[:, 0])).critic_target
     last = (b.mask.sum(1).long() - 1).clamp_min(0)
     bootstrap = learner.normalize(b.next_observations[torch.arange(16), last]).sum(-1)
     expected = losses.n_step_return(b.rewards, b.mask, b.terminated, bootstrap, learner.config.discount)
     torch.testing.assert_close(target, expected)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        learner.update(batch)  # said once per learner, not every update
 
 
 def _global_norm(params) -> float:

@@ -258,3 +258,48 @@ def test_retrace_matches_a_hand_computed_three_step_case() -> None:
     ones, zeros = torch.ones(1, 3), torch.zeros(1, 3)
     got = losses.retrace_targets(rewards, ones, zeros, q_taken, next_values, log_ratio, 0.5, 0.8)
     torch.testing.assert_close(got, torch.tensor([2.06]))
+
+
+def test_state_weights_give_the_losses_of_the_kept_states_alone() -> None:
+    """Masking a state (weight 0) is the same as leaving it out of the batch: every E-step and M-step loss and
+    statistic with weights (1, 0, 1, 1, 0) equals the one computed on states 0, 2, 3 only, whatever the masked
+    states hold (here wild values)."""
+    gen = torch.Generator().manual_seed(7)
+    batch, samples, dim = 5, 6, 2
+    keep = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+    rows = keep.bool()
+    q_values = torch.randn(samples, batch, generator=gen)
+    q_values[:, ~rows] = 1e4 * torch.randn(samples, 2, generator=gen)
+    old = GaussianParams(torch.randn(batch, dim, generator=gen), torch.rand(batch, dim, generator=gen) + 0.2)
+    new = GaussianParams(torch.randn(batch, dim, generator=gen), torch.rand(batch, dim, generator=gen) + 0.2)
+    actions = old.mean + old.scale * torch.randn(samples, batch, dim, generator=gen)
+    subset = lambda g: GaussianParams(g.mean[rows], g.scale[rows])  # noqa: E731
+    param = torch.tensor(0.3)
+
+    loss, weights, stats = losses.temperature_loss(q_values, param, 0.1, keep)
+    loss_ref, weights_ref, stats_ref = losses.temperature_loss(q_values[:, rows], param, 0.1)
+    torch.testing.assert_close(loss, loss_ref)
+    torch.testing.assert_close(weights[:, rows], weights_ref)
+    torch.testing.assert_close(stats.kl_q_pi, stats_ref.kl_q_pi)
+
+    ce, _ = losses.weighted_cross_entropy(actions, weights, old, new, keep)
+    ce_ref, _ = losses.weighted_cross_entropy(actions[:, rows], weights_ref, subset(old), subset(new))
+    torch.testing.assert_close(ce, ce_ref)
+
+    kl_mean, _ = losses.decoupled_kl(old, new, per_dim=True)
+    policy_part, dual_part, tr_stats = losses.trust_region_loss(kl_mean, torch.zeros(dim), 0.01, keep)
+    ref = losses.trust_region_loss(kl_mean[rows], torch.zeros(dim), 0.01)
+    torch.testing.assert_close(policy_part, ref[0])
+    torch.testing.assert_close(dual_part, ref[1])
+    torch.testing.assert_close(tr_stats.kl, ref[2].kl)
+    # without weights: the plain batch mean
+    torch.testing.assert_close(losses.batch_mean(kl_mean), kl_mean.mean(0))
+    torch.testing.assert_close(losses.batch_mean(kl_mean, torch.zeros(batch)), torch.zeros(dim))
+
+
+def test_ended_in_terminal_reads_the_last_valid_step() -> None:
+    mask = torch.tensor([[1.0, 1, 1], [1, 1, 0], [1, 1, 0], [1, 1, 1]])
+    terminated = torch.tensor([[0.0, 0, 1], [0, 1, 0], [0, 0, 0], [0, 1, 0]])
+    # row 3's "terminal" at step 1 belongs to another episode only if the mask ended there; it did not, so
+    # the sequence reads step 2 (not terminal).
+    torch.testing.assert_close(losses.ended_in_terminal(mask, terminated), torch.tensor([1.0, 1.0, 0.0, 0.0]))

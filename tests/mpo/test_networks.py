@@ -17,8 +17,10 @@ def test_diag_policy_starts_at_init_scale_and_respects_min_scale(torso: str) -> 
     policy = GaussianPolicy(5, 3, hidden=[32, 32], torso=torso, init_scale=0.3, min_scale=1e-3)
     dist = policy(torch.randn(10, 5))
     assert dist.mean.shape == (10, 3) and dist.scale.shape == (10, 3)
-    torch.testing.assert_close(dist.scale, torch.full((10, 3), 0.3 + 1e-3), atol=1e-3, rtol=0)
-    assert dist.mean.abs().max() < 1e-2  # small head init: the first policy ignores the state
+    # Small head init (weights ~ sqrt(1e-4 / fan_in)): pre-activations ~ 0.01 * rms(torso output), so the
+    # first policy barely depends on the state: stddev within 2 % of init_scale, |mean| well under 0.1.
+    torch.testing.assert_close(dist.scale, torch.full((10, 3), 0.3 + 1e-3), atol=0.006, rtol=0)
+    assert dist.mean.abs().max() < 0.05
     with torch.no_grad():
         policy.scale_head.bias.fill_(-50.0)
     assert policy(torch.randn(4, 5)).scale.min() >= 1e-3
@@ -40,6 +42,7 @@ def test_full_covariance_policy_outputs_a_valid_cholesky_factor() -> None:
 def test_deterministic_action_is_clamped_mean() -> None:
     policy = GaussianPolicy(2, 2, hidden=[8])
     with torch.no_grad():
+        policy.mean_head.weight.zero_()
         policy.mean_head.bias.copy_(torch.tensor([3.0, -0.25]))
     action = policy.deterministic(torch.zeros(1, 2))
     torch.testing.assert_close(action, torch.tensor([[1.0, -0.25]]), atol=1e-3, rtol=0)
