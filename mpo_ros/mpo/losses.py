@@ -7,7 +7,7 @@ Symbols follow Abdolmaleki et al. (2018a, "Maximum a Posteriori Policy Optimisat
 Regularized Policy Iteration") and Abdolmaleki et al. (2020, "A Distributional View on Multi-Objective Policy
 Optimization", MO-MPO):
 
-- ``eta`` / temperature: Lagrange multiplier of the E-step KL(q || pi_old) <= epsilon.
+- ``eta`` / temperature: Lagrange multiplier of the E-step KL(q || prior) <= epsilon.
 - ``alpha_mean``, ``alpha_stddev``: multipliers of the decoupled M-step trust regions.
 - ``pi_old``: the previous (target) policy, around which the M-step trust regions are taken.
 - ``prior``: the distribution the E-step samples and bounds KL(q || prior) against: pi_old itself in plain
