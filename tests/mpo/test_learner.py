@@ -148,14 +148,14 @@ def test_state_dict_survives_a_weights_only_file_and_resumes_identically(tmp_pat
 
 
 class _FixedGaussian(nn.Module):
-    """A state-independent N(mean, stddev^2) over a 1-D action: a prior we can reason about in closed form."""
+    """A state-independent N(mean, stddev^2) per action dimension: a prior we can reason about in closed form."""
 
-    def __init__(self, mean: float, stddev: float) -> None:
+    def __init__(self, mean: float, stddev: float, act_dim: int = 1) -> None:
         super().__init__()
-        self.mean, self.stddev = mean, stddev
+        self.mean, self.stddev, self.act_dim = mean, stddev, act_dim
 
     def forward(self, obs: torch.Tensor) -> GaussianParams:
-        shape = (obs.shape[0], 1)
+        shape = (obs.shape[0], self.act_dim)
         return GaussianParams(torch.full(shape, self.mean), torch.full(shape, self.stddev))
 
 
@@ -328,3 +328,14 @@ def test_one_global_norm_clips_policy_and_critic_together_and_the_duals_separate
     assert metrics["opt/grad_norm"] > bound and metrics["opt/dual_grad_norm"] > bound  # both clips are active
     assert _global_norm(networks) == pytest.approx(bound, rel=1e-4)
     assert _global_norm(learner.duals.parameters()) == pytest.approx(bound, rel=1e-4)
+
+
+@pytest.mark.parametrize("policy_states", ["sequence_start", "bootstrap"])
+def test_with_a_prior_the_m_step_kl_is_measured_from_pi_old(policy_states: str) -> None:
+    """At the first update the online policy equals pi_old, so the M-step KLs are exactly 0 however far the
+    prior is (mean 0.8, stddev 0.05 here; measured from the prior the mean KL would be ~ 0.8^2 / (2 0.05^2))."""
+    learner = _learner(policy_states=policy_states)
+    learner.prior = _FixedGaussian(0.8, 0.05, ACT)
+    values = metrics_to_floats(learner.update(_replay().sample(16, 3)))
+    assert values["kl_rel/mean"] == pytest.approx(0.0, abs=1e-6)
+    assert values["kl_rel/stddev"] == pytest.approx(0.0, abs=1e-6)
