@@ -13,7 +13,9 @@ policy, so each MPO step improves on "what worked" and stays in the support of t
                      or min(exp(x / beta), w_max)          ("exp": AWR/CRR-style weights, an option here)
 
 then MPO's E-step draws N actions from pi_abm, re-weights them by exp(Q / eta) with KL(q || pi_abm)
-< epsilon, and the M-step fits pi with its trust region taken around pi_abm (ABM+MPO in the paper).
+< epsilon, and the M-step fits pi to them with its trust region KL(pi_old || pi) < epsilon_mean taken
+around the previous policy pi_old, not around pi_abm (ABM+MPO in the paper: the prior chooses which
+actions are considered, the trust region how far one step moves pi).
 With f == 1 the prior is behaviour cloning (BC-regularised MPO, the paper's "BM" baseline), which is
 why the weighting matters: mixed-quality data (our noisy controllers) holds many bad actions.
 
@@ -135,7 +137,8 @@ class ABMPrior:
         self.num_updates = 0
 
     def attach(self) -> ABMPrior:
-        """From now on the learner's E-step samples from, and its M-step stays near, this prior."""
+        """From now on the learner's E-step samples from, and bounds its KL against, this prior (the M-step
+        trust region stays around the learner's own previous policy)."""
         self.learner.prior = self.network
         return self
 

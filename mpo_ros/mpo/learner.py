@@ -12,18 +12,24 @@ One update on a batch of replay sequences (see :mod:`mpo_ros.replay`):
    fitted by its convex dual so that KL(q || prior) ~ epsilon. With action penalisation a second objective
    gets its own temperature (MO-MPO).
 3. M-step: weighted maximum likelihood of those samples under decoupled mean / scale KL trust regions
-   around the prior, with Lagrange multipliers learned by dual gradient descent.
+   around pi_old (the target policy; also with a prior: Siegel et al. 2020 bound the E-step against the
+   prior and the M-step against the previous policy), with Lagrange multipliers learned by dual gradient
+   descent.
 
 All three losses are summed and back-propagated once: each touches a disjoint set of parameters (critic,
-policy, duals), so one backward pass equals three and saves the per-pass overhead. Metrics stay on the device
-as 0-d tensors (no host sync inside the update); convert with :func:`metrics_to_floats` when logging.
+policy, duals), so one backward pass equals three and saves the per-pass overhead. The network gradients
+(policy and critic together) are clipped to one global norm and the duals' to another, as Acme's learner
+does. Metrics stay on the device as 0-d tensors (no host sync inside the update); convert with
+:func:`metrics_to_floats` when logging.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any
+import warnings
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -48,6 +54,7 @@ __all__ = [
     "Duals",
     "MPOConfig",
     "MPOLearner",
+    "UpdateTargets",
     "build_critic",
     "build_policy",
     "metrics_to_floats",
@@ -97,7 +104,9 @@ class MPOConfig:
     critic_lr: float = option(3e-4, "Adam learning rate of the critic (Tonic: 3e-4; Acme: 1e-4)")
     dual_lr: float = option(1e-2, "Adam learning rate of the dual variables (Acme, Tonic: 1e-2)")
     grad_norm_clip: float = option(
-        40.0, "clip actor and critic gradients to this global norm each; 0 disables (Acme: 40)"
+        40.0,
+        "clip the gradient of policy and critic together to this global norm, and the duals' gradient to its "
+        "own; 0 disables (Acme: 40, the same two clips)",
     )
     target_update: str = option(
         "polyak",
@@ -154,7 +163,9 @@ class MPOConfig:
         "states the E-step and M-step fit the policy on: 'sequence_start' (each replayed sequence's first "
         "state; the sampled target-critic pass then covers 2B states) or 'bootstrap' (the n-step bootstrap "
         "states, whose sampled target-critic values the critic target needs anyway: one pass over B states, "
-        "about half the update's compute; this is Acme's layout; n-step targets only)",
+        "about half the update's compute; states after a true terminal are masked out, and the first n_step "
+        "states of each episode are never fitted on. Acme shares the samples the same way but fits the "
+        "policy on both the first and the bootstrap state; n-step targets only)",
         choices=("sequence_start", "bootstrap"),
     )
     compile: bool = option(
@@ -251,6 +262,22 @@ def build_critic(obs_dim: int, act_dim: int, config: MPOConfig) -> Critic | Cate
     return Critic(obs_dim, act_dim, config.critic_hidden, config.torso)
 
 
+class UpdateTargets(NamedTuple):
+    """What one update takes from the target networks (computed under ``no_grad``).
+
+    ``prior`` is what the E-step samples and bounds KL(q || prior) against; ``anchor`` is pi_old, the centre
+    of the M-step trust regions. Both are the target policy in plain MPO; with a prior (ABM) they differ.
+    ``state_weights`` [B] is 0 for policy states the E-step and M-step must ignore, or None (keep all)."""
+
+    prior: GaussianParams  # at policy_obs
+    anchor: GaussianParams  # at policy_obs
+    sampled: torch.Tensor  # [N, B, D] actions from the prior
+    q_sampled: torch.Tensor  # [N, B] their target-critic values
+    critic_target: torch.Tensor  # [B] (scalar critic) or [B, A] probabilities (categorical)
+    policy_obs: torch.Tensor  # [B, O] the states the policy is fitted on
+    state_weights: torch.Tensor | None  # [B]
+
+
 class Duals(nn.Module):
     """The Lagrange multipliers, stored as softplus parameters (see :func:`losses.dual_value`)."""
 
@@ -305,8 +332,11 @@ class MPOLearner:
     """Networks + targets + duals + optimisers; :meth:`state_dict` is the whole training state.
 
     ``prior``: optional module mapping normalised observations [B, O] to :class:`GaussianParams`; when set,
-    the E-step samples from it and the M-step trust regions are taken around it instead of the target policy
-    (behaviour-regularised MPO / ABM, Siegel et al. 2020). Its parameters are not trained here.
+    the E-step samples from it and bounds KL(q || prior) instead of KL(q || target policy), while the M-step
+    trust regions stay around pi_old, the target policy (ABM+MPO, Siegel et al. 2020: the prior decides which
+    actions are considered, the trust region how far one update may move the policy). Anchoring the M-step
+    at the prior instead leashes the policy to it at sqrt(epsilon_mean / epsilon) of the E-step's own step.
+    Its parameters are not trained here.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, config: MPOConfig) -> None:
@@ -330,6 +360,7 @@ class MPOLearner:
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr, fused=True)
         self.dual_optimizer = torch.optim.Adam(self.duals.parameters(), lr=config.dual_lr, fused=True)
         self.num_updates = 0
+        self._warned_unknown_behaviour = False
         self._online_params = [*self.policy.parameters(), *self.critic.parameters()]
         self._target_params = [*self.target_policy.parameters(), *self.target_critic.parameters()]
         # Target-critic outputs for N sampled actions per state (values, or logits for the categorical
@@ -382,44 +413,47 @@ class MPOLearner:
     def update(self, batch: SequenceBatch) -> dict[str, torch.Tensor]:
         """One gradient step of critic, policy and duals on ``batch``; returns 0-d metric tensors."""
         cfg = self.config
+        if cfg.retrace:
+            self._warn_if_behaviour_unknown(batch)
         b = self._to_device(batch)
         obs = self.normalize(b.observations[:, 0])
         action = b.actions[:, 0]
 
         with torch.no_grad():
-            if cfg.retrace:
-                prior, sampled, q_sampled, target = self._retrace_targets(b, obs)
-                policy_obs = obs
-            else:
-                prior, sampled, q_sampled, target, policy_obs = self._n_step_targets(b, obs)
+            t = self._retrace_targets(b, obs) if cfg.retrace else self._n_step_targets(b, obs)
 
         # Policy evaluation.
-        loss_critic, critic_stats = self._critic_loss(obs, action, target)
+        loss_critic, critic_stats = self._critic_loss(obs, action, t.critic_target)
 
         # E-step.
         loss_temp, weights, temp_stats = losses.temperature_loss(
-            q_sampled, self.duals.log_temperature, cfg.epsilon
+            t.q_sampled, self.duals.log_temperature, cfg.epsilon, t.state_weights
         )
         loss_dual = loss_temp
         metrics: dict[str, torch.Tensor] = {}
         if cfg.action_penalization:
             loss_pen, pen_weights, pen_stats = losses.temperature_loss(
-                losses.action_penalty(sampled), self.duals.log_penalty_temperature, cfg.epsilon_penalty
+                losses.action_penalty(t.sampled),
+                self.duals.log_penalty_temperature,
+                cfg.epsilon_penalty,
+                t.state_weights,
             )
             weights = weights + pen_weights
             loss_dual = loss_dual + loss_pen
             metrics["dual/penalty_temperature"] = pen_stats.temperature
             metrics["kl_rel/penalty"] = pen_stats.kl_q_pi / cfg.epsilon_penalty
 
-        # M-step.
-        online = self.policy(policy_obs)
-        loss_ce, ce_stats = losses.weighted_cross_entropy(sampled, weights, prior, online)
-        kl_mean, kl_stddev = losses.decoupled_kl(prior, online, cfg.per_dim_constraining)
+        # M-step: fit the E-step's samples inside trust regions around pi_old.
+        online = self.policy(t.policy_obs)
+        loss_ce, ce_stats = losses.weighted_cross_entropy(
+            t.sampled, weights, t.anchor, online, t.state_weights
+        )
+        kl_mean, kl_stddev = losses.decoupled_kl(t.anchor, online, cfg.per_dim_constraining)
         loss_kl_mean, loss_alpha_mean, mean_stats = losses.trust_region_loss(
-            kl_mean, self.duals.log_alpha_mean, cfg.epsilon_mean
+            kl_mean, self.duals.log_alpha_mean, cfg.epsilon_mean, t.state_weights
         )
         loss_kl_std, loss_alpha_std, std_stats = losses.trust_region_loss(
-            kl_stddev, self.duals.log_alpha_stddev, cfg.epsilon_stddev
+            kl_stddev, self.duals.log_alpha_stddev, cfg.epsilon_stddev, t.state_weights
         )
         loss_policy = loss_ce + loss_kl_mean + loss_kl_std
         loss_dual = loss_dual + loss_alpha_mean + loss_alpha_std
@@ -428,8 +462,8 @@ class MPOLearner:
         self.critic_optimizer.zero_grad(set_to_none=True)
         self.dual_optimizer.zero_grad(set_to_none=True)
         (loss_critic + loss_policy + loss_dual).backward()
-        grad_actor = self._clip(self.policy)
-        grad_critic = self._clip(self.critic)
+        grad_norm = self._clip(self._online_params)
+        dual_grad_norm = self._clip(self.duals.parameters())
         self.actor_optimizer.step()
         self.critic_optimizer.step()
         self.dual_optimizer.step()
@@ -455,8 +489,8 @@ class MPOLearner:
                 "q/target_mean": critic_stats.target_mean,
                 "policy/std_min": std.min(),
                 "policy/std_max": std.max(),
-                "opt/grad_norm_actor": grad_actor,
-                "opt/grad_norm_critic": grad_critic,
+                "opt/grad_norm": grad_norm,
+                "opt/dual_grad_norm": dual_grad_norm,
             }
         )
         if isinstance(critic_stats, losses.CategoricalCriticStats):
@@ -484,7 +518,7 @@ class MPOLearner:
             "loss/critic", "loss/policy", "loss/policy_mean", "loss/policy_stddev", "loss/dual",
             "dual/temperature", "kl_rel/temperature", "kl_rel/mean", "kl_rel/stddev",
             "q/mean", "q/min", "q/max", "q/target_mean", "policy/std_min", "policy/std_max",
-            "opt/grad_norm_actor", "opt/grad_norm_critic",
+            "opt/grad_norm", "opt/dual_grad_norm",
         ]  # fmt: skip
         if self.config.critic_type == "categorical":
             names.append("q/target_edge_mass")
@@ -497,39 +531,47 @@ class MPOLearner:
                 names.append(f"dual/{name}")
         return names
 
-    def _n_step_targets(
-        self, b: SequenceBatch, obs: torch.Tensor
-    ) -> tuple[GaussianParams, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The prior, its N samples with target-critic values, the n-step critic target ([B] for the scalar
-        critic, probabilities [B, A] for the categorical one), and the states the policy is fitted on
-        (``policy_states``).
+    def _n_step_targets(self, b: SequenceBatch, obs: torch.Tensor) -> UpdateTargets:
+        """Targets with the n-step critic target ([B] for the scalar critic, probabilities [B, A] for the
+        categorical one); the policy states are those of ``policy_states``.
 
-        Every state that needs sampled values goes through the target critic in one pass: [s_0; bootstrap
-        states] (2B) for 'sequence_start', the bootstrap states alone (B) for 'bootstrap' without a prior,
-        where one set of target-policy samples serves both the E-step and the critic's bootstrap."""
+        Every state that needs sampled values goes through the target critic in one pass: [policy states;
+        bootstrap states] (2B), or the bootstrap states alone (B) for 'bootstrap' without a prior, where one
+        set of target-policy samples serves both the E-step and the critic's bootstrap. In that layout a
+        sequence that ends in a true terminal has a terminal bootstrap state: the target multiplies its value
+        by 0 and ``state_weights`` masks it out of the E-step and M-step."""
         cfg = self.config
         batch_size = obs.shape[0]
         last = (b.mask.sum(1).long() - 1).clamp_min(0)
         boot_obs = self.normalize(b.next_observations[torch.arange(batch_size, device=obs.device), last])
-        policy_obs = boot_obs if cfg.policy_states == "bootstrap" else obs
+        at_bootstrap = cfg.policy_states == "bootstrap"
+        policy_obs = boot_obs if at_bootstrap else obs
+        state_weights = 1.0 - losses.ended_in_terminal(b.mask, b.terminated) if at_bootstrap else None
         first, rest = slice(0, batch_size), slice(batch_size, None)
-        if self.prior is None and cfg.policy_states == "bootstrap":
-            prior = self.target_policy(boot_obs)
+        if self.prior is None and at_bootstrap:
+            prior = anchor = self.target_policy(boot_obs)
             sampled = _sample(prior, cfg.num_samples)  # [N, B, D]
             states, actions, first, rest = boot_obs, sampled, slice(None), slice(None)
         elif self.prior is None:
             states = torch.cat([obs, boot_obs])
             both = self.target_policy(states)
             actions = _sample(both, cfg.num_samples)  # [N, 2B, D]
-            prior = GaussianParams(both.mean[:batch_size], both.scale[:batch_size])
+            prior = anchor = GaussianParams(both.mean[:batch_size], both.scale[:batch_size])
             sampled = actions[:, :batch_size]
         else:
-            prior = self._prior(policy_obs)
+            prior = self.prior(policy_obs)
             sampled = _sample(prior, cfg.num_samples)
-            boot_actions = _sample(self.target_policy(boot_obs), cfg.num_samples)
+            if at_bootstrap:
+                anchor = boot_policy = self.target_policy(boot_obs)
+            else:
+                both = self.target_policy(torch.cat([obs, boot_obs]))
+                anchor = GaussianParams(both.mean[:batch_size], both.scale[:batch_size])
+                boot_policy = GaussianParams(both.mean[batch_size:], both.scale[batch_size:])
+            boot_actions = _sample(boot_policy, cfg.num_samples)
             states, actions = torch.cat([policy_obs, boot_obs]), torch.cat([sampled, boot_actions], dim=1)
         q_sampled, bootstrap = self._sampled_values(states, actions, first, rest)
-        return prior, sampled, q_sampled, self._n_step_target(b, bootstrap), policy_obs
+        critic_target = self._n_step_target(b, bootstrap)
+        return UpdateTargets(prior, anchor, sampled, q_sampled, critic_target, policy_obs, state_weights)
 
     def _sampled_values(
         self, states: torch.Tensor, actions: torch.Tensor, policy_rows: slice, bootstrap_rows: slice
@@ -552,37 +594,69 @@ class MPOLearner:
             )
         return losses.n_step_return(b.rewards, b.mask, b.terminated, bootstrap, cfg.discount)
 
-    def _retrace_targets(
-        self, b: SequenceBatch, obs: torch.Tensor
-    ) -> tuple[GaussianParams, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _retrace_targets(self, b: SequenceBatch, obs: torch.Tensor) -> UpdateTargets:
+        """Targets with the Retrace(lambda) critic target [B]; the policy is fitted on the sequence starts.
+
+        A sequence whose behaviour log-probabilities are unknown (NaN: logged data, recorded without the
+        acting policy's density) gets the n-step target, built from the same bootstrap values: Retrace's
+        traces need pi / mu, and the former c = lambda there was Q(lambda), which is not safe off-policy
+        (Munos et al. 2016, Sec. 3). :meth:`update` warns once when it happens."""
         cfg = self.config
         batch_size, length = b.rewards.shape
         prior = self._prior(obs)
+        anchor = prior if self.prior is None else self.target_policy(obs)
         sampled = _sample(prior, cfg.num_samples)
         q_sampled = self._target_sampled(obs, sampled)
         seq_obs = self.normalize(b.observations.reshape(batch_size * length, -1))
         next_obs = self.normalize(b.next_observations.reshape(batch_size * length, -1))
         next_dist = self.target_policy(next_obs)
         next_actions = _sample(next_dist, cfg.num_samples)
-        next_values = self._target_sampled(next_obs, next_actions).mean(0)
+        next_values = self._target_sampled(next_obs, next_actions).mean(0).reshape(batch_size, length)
         seq_actions = b.actions.reshape(batch_size * length, -1)
         q_taken = self.target_critic(seq_obs, seq_actions)
         log_pi = losses.log_prob(self.target_policy(seq_obs), seq_actions.unsqueeze(0))[0]
-        log_ratio = torch.nan_to_num(log_pi - b.behaviour_log_probs.reshape(-1), nan=0.0)
-        target = losses.retrace_targets(
+        behaviour = b.behaviour_log_probs
+        unknown = torch.isnan(behaviour)
+        log_ratio = torch.where(unknown, 0.0, log_pi.reshape(batch_size, length) - behaviour)
+        retrace = losses.retrace_targets(
             b.rewards,
             b.mask,
             b.terminated,
             q_taken.reshape(batch_size, length),
-            next_values.reshape(batch_size, length),
-            log_ratio.reshape(batch_size, length),
+            next_values,
+            log_ratio,
             cfg.discount,
             cfg.retrace_lambda,
         )
-        return prior, sampled, q_sampled, target
+        last = (b.mask.sum(1).long() - 1).clamp_min(0).unsqueeze(1)
+        n_step = losses.n_step_return(
+            b.rewards, b.mask, b.terminated, next_values.gather(1, last).squeeze(1), cfg.discount
+        )
+        # Only the traces c_1..c_{m-1} use a ratio (step 0 is the evaluated action).
+        needs_fallback = (unknown[:, 1:] & (b.mask[:, 1:] > 0)).any(1)
+        target = torch.where(needs_fallback, n_step, retrace)
+        return UpdateTargets(prior, anchor, sampled, q_sampled, target, obs, None)
 
-    def _clip(self, module: nn.Module) -> torch.Tensor:
-        params = [p for p in module.parameters() if p.grad is not None]
+    def _warn_if_behaviour_unknown(self, batch: SequenceBatch) -> None:
+        """Say once per learner that Retrace falls back to n-step targets (checked on the host arrays, so
+        the update keeps no device sync)."""
+        if self._warned_unknown_behaviour:
+            return
+        unknown = np.isnan(batch.behaviour_log_probs[:, 1:]) & (batch.mask[:, 1:] > 0)
+        if unknown.any():
+            self._warned_unknown_behaviour = True
+            warnings.warn(
+                f"retrace=True but {int(unknown.any(1).sum())} of {len(unknown)} sampled sequences have no "
+                "behaviour log-probabilities (logged data, or recorded without the acting policy's density): "
+                "those get n-step targets instead of Retrace. Record log-probabilities with the actions to "
+                "use Retrace on them; this warning is shown once per learner.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _clip(self, parameters: Iterable[nn.Parameter]) -> torch.Tensor:
+        """Clip the gradients of ``parameters`` to one global norm; returns the norm before clipping."""
+        params = [p for p in parameters if p.grad is not None]
         if self.config.grad_norm_clip > 0:
             return torch.nn.utils.clip_grad_norm_(params, self.config.grad_norm_clip, foreach=True)
         return torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)

@@ -7,9 +7,15 @@ Symbols follow Abdolmaleki et al. (2018a, "Maximum a Posteriori Policy Optimisat
 Regularized Policy Iteration") and Abdolmaleki et al. (2020, "A Distributional View on Multi-Objective Policy
 Optimization", MO-MPO):
 
-- ``eta`` / temperature: Lagrange multiplier of the E-step KL(q || pi_old) <= epsilon.
+- ``eta`` / temperature: Lagrange multiplier of the E-step KL(q || prior) <= epsilon.
 - ``alpha_mean``, ``alpha_stddev``: multipliers of the decoupled M-step trust regions.
-- ``pi_old``: the policy the E-step samples from (the target policy, or a behaviour prior for ABM).
+- ``pi_old``: the previous (target) policy, around which the M-step trust regions are taken.
+- ``prior``: the distribution the E-step samples and bounds KL(q || prior) against: pi_old itself in plain
+  MPO, a behaviour prior in ABM (Siegel et al. 2020), whose M-step still stays near pi_old.
+
+``state_weights`` [B] (optional everywhere it appears): 1 for a state the policy is fitted on, 0 for one it
+must ignore (e.g. an observation after a true terminal). Batch means become weighted means over the kept
+states; ``None`` is the plain mean.
 
 Nothing here owns an optimiser: the learner sums the returned losses and steps. Every dual loss is written so
 that its gradient touches only the dual variable (KLs and Q-values enter through ``detach``), and every policy
@@ -40,12 +46,14 @@ __all__ = [
     "TemperatureStats",
     "TrustRegionStats",
     "action_penalty",
+    "batch_mean",
     "categorical_critic_loss",
     "categorical_n_step_target",
     "categorical_projection",
     "critic_loss",
     "decoupled_kl",
     "dual_value",
+    "ended_in_terminal",
     "gaussian_kl_diag",
     "gaussian_kl_full",
     "log_prob",
@@ -62,6 +70,16 @@ MIN_DUAL = 1e-8  # added to softplus(param): duals are strictly positive (Acme's
 def dual_value(param: torch.Tensor) -> torch.Tensor:
     """Positive dual variable from its unconstrained parameter: ``softplus(param) + 1e-8``."""
     return torch.nn.functional.softplus(param) + MIN_DUAL
+
+
+def batch_mean(values: torch.Tensor, state_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the batch axis 0 of ``values`` [B, ...]; with ``state_weights`` [B] the weighted mean
+    sum_b w_b x_b / max(sum_b w_b, 1e-8), so masked states (w = 0) contribute nothing and a batch with no
+    kept state gives 0 instead of NaN."""
+    if state_weights is None:
+        return values.mean(0)
+    weights = state_weights.reshape(-1, *([1] * (values.dim() - 1)))
+    return (values * weights).sum(0) / state_weights.sum().clamp_min(1e-8)
 
 
 # --- Gaussian helpers -----------------------------------------------------------------------------------
@@ -145,22 +163,26 @@ class TemperatureStats(NamedTuple):
 
 
 def temperature_loss(
-    q_values: torch.Tensor, temperature_param: torch.Tensor, epsilon: float
+    q_values: torch.Tensor,
+    temperature_param: torch.Tensor,
+    epsilon: float,
+    state_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, TemperatureStats]:
-    """E-step: the temperature dual and the sample weights of q(a|s) proportional to pi_old(a|s) exp(Q/eta).
+    """E-step: the temperature dual and the sample weights of q(a|s) proportional to prior(a|s) exp(Q/eta).
 
-    ``q_values`` [N, B] for N actions sampled from pi_old at each state. The dual
+    ``q_values`` [N, B] for N actions sampled from the prior at each state. The dual
     g(eta) = eta * epsilon + eta * mean_B log mean_N exp(Q / eta) is convex in eta; its minimiser makes
-    KL(q || pi_old) = epsilon. Returns ``(loss, weights [N, B] (detached, sum to 1 over N), stats)``.
+    KL(q || prior) = epsilon. ``state_weights`` [B] restrict the batch mean to the kept states. Returns
+    ``(loss, weights [N, B] (detached, sum to 1 over N), stats)``.
     """
     temperature = dual_value(temperature_param)
     tempered = q_values.detach() / temperature
     weights = torch.softmax(tempered, dim=0).detach()
     log_mean_exp = torch.logsumexp(tempered, dim=0) - math.log(q_values.shape[0])
-    loss = temperature * (epsilon + log_mean_exp.mean())
+    loss = temperature * (epsilon + batch_mean(log_mean_exp, state_weights))
     num = q_values.shape[0]
-    kl = (weights * torch.log(weights * num + 1e-30)).sum(0).mean()
-    spread = (q_values.amax(0) - q_values.amin(0)).mean().detach()
+    kl = batch_mean((weights * torch.log(weights * num + 1e-30)).sum(0), state_weights)
+    spread = batch_mean(q_values.amax(0) - q_values.amin(0), state_weights).detach()
     return loss, weights, TemperatureStats(temperature.detach(), kl.detach(), spread)
 
 
@@ -178,18 +200,23 @@ class CrossEntropyStats(NamedTuple):
 
 
 def weighted_cross_entropy(
-    actions: torch.Tensor, weights: torch.Tensor, old: GaussianParams, new: GaussianParams
+    actions: torch.Tensor,
+    weights: torch.Tensor,
+    old: GaussianParams,
+    new: GaussianParams,
+    state_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, CrossEntropyStats]:
     """Weighted maximum likelihood of the E-step samples, decoupled into mean and scale parts.
 
     ``actions`` [N, B, D], ``weights`` [N, B] summing to 1 over N (summed across objectives). The mean is
-    fitted with the scale fixed to ``old`` and the scale with the mean fixed to ``old`` (MPO 2018a, Sec.
-    4.2.1), which keeps a fast-moving mean from collapsing the variance.
+    fitted with the scale fixed to ``old`` (pi_old) and the scale with the mean fixed to ``old`` (MPO 2018a,
+    Sec. 4.2.1), which keeps a fast-moving mean from collapsing the variance. ``state_weights`` [B] restrict
+    the batch mean to the kept states.
     """
     fixed_scale = GaussianParams(new.mean, old.scale)
     fixed_mean = GaussianParams(old.mean, new.scale)
-    loss_mean = -(weights * log_prob(fixed_scale, actions)).sum(0).mean()
-    loss_stddev = -(weights * log_prob(fixed_mean, actions)).sum(0).mean()
+    loss_mean = -batch_mean((weights * log_prob(fixed_scale, actions)).sum(0), state_weights)
+    loss_stddev = -batch_mean((weights * log_prob(fixed_mean, actions)).sum(0), state_weights)
     stats = CrossEntropyStats(loss_mean.detach(), loss_stddev.detach())
     return loss_mean + loss_stddev, stats
 
@@ -201,17 +228,21 @@ class TrustRegionStats(NamedTuple):
 
 
 def trust_region_loss(
-    kl: torch.Tensor, alpha_param: torch.Tensor, epsilon: float
+    kl: torch.Tensor,
+    alpha_param: torch.Tensor,
+    epsilon: float,
+    state_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, TrustRegionStats]:
     """Lagrangian of one M-step trust region KL <= epsilon, split into its policy and dual parts.
 
     ``kl`` [B, D] (per-dimension; ``alpha_param`` [D], each dimension bounded by epsilon / D) or [B]
     (``alpha_param`` []). Returns ``(policy_loss, dual_loss, stats)``: the policy loss is alpha * KL with
     alpha detached; the dual loss alpha * (epsilon_i - KL) with KL detached, so gradient descent raises alpha
-    while the constraint is violated and lowers it otherwise.
+    while the constraint is violated and lowers it otherwise. ``state_weights`` [B] restrict the batch mean
+    to the kept states.
     """
     alpha = dual_value(alpha_param)
-    mean_kl = kl.mean(0)
+    mean_kl = batch_mean(kl, state_weights)
     eps_each = epsilon / kl.shape[-1] if kl.dim() == 2 else epsilon
     policy_loss = (alpha.detach() * mean_kl).sum()
     dual_loss = (alpha * (eps_each - mean_kl.detach())).sum()
@@ -240,10 +271,14 @@ def n_step_return(
     length = rewards.shape[1]
     powers = discount ** torch.arange(length, dtype=rewards.dtype, device=rewards.device)
     ret = (rewards * mask * powers).sum(1)
-    steps = mask.sum(1)
-    last = (steps.long() - 1).clamp_min(0).unsqueeze(1)
-    ended = terminated.gather(1, last).squeeze(1) * mask[:, 0]
-    return ret + (discount**steps) * (1.0 - ended) * bootstrap_value
+    return ret + (discount ** mask.sum(1)) * (1.0 - ended_in_terminal(mask, terminated)) * bootstrap_value
+
+
+def ended_in_terminal(mask: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
+    """1.0 [B] where a sequence's last valid step reached a true terminal: the observation after it (the
+    n-step bootstrap state) has no future, so its value is not used and no policy may be fitted there."""
+    last = (mask.sum(1).long() - 1).clamp_min(0).unsqueeze(1)
+    return terminated.gather(1, last).squeeze(1) * mask[:, 0]
 
 
 def retrace_targets(
@@ -259,8 +294,10 @@ def retrace_targets(
     """Retrace(lambda) target for the first step of each sequence (Munos et al. 2016).
 
     [B, L] inputs: ``q_taken`` Q_target(s_k, a_k); ``next_values`` V(s_{k+1}) = E_pi Q_target(s_{k+1}, .);
-    ``log_ratio`` log pi(a_k|s_k) - log mu(a_k|s_k) (0 where the behaviour density is unknown, giving
-    c = lambda). Backward recursion over the valid prefix:
+    ``log_ratio`` log pi(a_k|s_k) - log mu(a_k|s_k), finite or -inf (pi(a_k|s_k) = 0 cuts the trace); it must
+    be known: the learner gives sequences without behaviour densities the n-step target instead (c = lambda
+    there would be Q(lambda), which is not safe off-policy). Only steps 1..L-1 enter: the first action is the
+    one being evaluated. Backward recursion over the valid prefix:
     G_k = r_k + gamma (1 - term_k) [V(s_{k+1}) + c_{k+1} (G_{k+1} - Q(s_{k+1}, a_{k+1}))], the bracketed
     correction only where step k+1 is valid. Traces are truncated, c = lambda * min(1, ratio).
     """

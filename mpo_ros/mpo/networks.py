@@ -25,6 +25,7 @@ __all__ = [
     "GaussianPolicy",
     "ObservationNormalizer",
     "make_torso",
+    "variance_scaling_",
 ]
 
 TORSOS = ("layernorm", "relu")
@@ -113,6 +114,20 @@ def make_torso(kind: str, in_dim: int, hidden: Sequence[int]) -> nn.Module:
     raise ValueError(f"unknown torso {kind!r}; choose one of {TORSOS}")
 
 
+# Standard deviation of a unit normal truncated to [-2, 2] (scipy.stats.truncnorm(-2, 2).std()).
+_TRUNCATED_UNIT_STD = 0.87962566103423978
+
+
+@torch.no_grad()
+def variance_scaling_(weight: torch.Tensor, scale: float) -> torch.Tensor:
+    """haiku's ``VarianceScaling(scale)`` (fan-in mode, truncated normal) in place on a Linear ``weight``
+    [out, in]: a normal truncated at two of its standard deviations, widened by 1 / 0.8796 so that the
+    weights' standard deviation after truncation is sqrt(scale / fan_in)."""
+    fan_in = max(1, weight.shape[1])
+    std = math.sqrt(scale / fan_in) / _TRUNCATED_UNIT_STD
+    return nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
+
+
 class GaussianPolicy(nn.Module):
     """State-dependent Gaussian pi(a|s) over actions in the normalised space [-1, 1]^D (unsquashed).
 
@@ -144,11 +159,12 @@ class GaussianPolicy(nn.Module):
         # Off-diagonal Cholesky entries: a D*D output masked to the strict lower triangle (simple, traceable).
         self.offdiag_head = nn.Linear(width, act_dim * act_dim) if full_covariance and act_dim > 1 else None
         self.register_buffer("_strict_lower", torch.ones(act_dim, act_dim).tril(-1), persistent=False)
-        # Small head weights (Acme: VarianceScaling(1e-4)) so the initial policy is ~N(0, init_scale^2)
-        # everywhere, independent of the observation.
+        # Small head weights so the initial policy is ~N(0, init_scale^2) nearly everywhere, independent of
+        # the observation: Acme's MultivariateNormalDiagHead uses haiku's VarianceScaling(1e-4), see
+        # :func:`variance_scaling_`.
         for head in (self.mean_head, self.scale_head, self.offdiag_head):
             if head is not None:
-                nn.init.normal_(head.weight, std=1e-4 / math.sqrt(width))
+                variance_scaling_(head.weight, 1e-4)
                 nn.init.zeros_(head.bias)
 
     def forward(self, obs: torch.Tensor) -> GaussianParams:

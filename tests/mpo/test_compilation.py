@@ -48,8 +48,12 @@ def test_compiled_target_pass_matches_eager(critic_type: str) -> None:
         first[compiled] = metrics_to_floats(learner.update(batch))
     assert learners[True]._target_sampled.mode == "compiled"
     assert first[True].keys() == first[False].keys()
+    # The temperature's gradient, eps + logmeanexp(Q / eta) - E_q[Q] / eta, is a small difference of two
+    # terms ~ Q / eta (hundreds for the categorical critic's expected values), so Q's float rounding shows in
+    # the dual gradient norm at ~1e-3 relative; everything else agrees to 1e-4.
+    loose = {"opt/dual_grad_norm": 1e-2}
     for name, value in first[False].items():
-        assert first[True][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+        assert first[True][name] == pytest.approx(value, rel=loose.get(name, 1e-4), abs=1e-6), name
 
 
 def _scaled_sum(x: torch.Tensor) -> torch.Tensor:

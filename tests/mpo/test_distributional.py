@@ -140,7 +140,7 @@ def test_critic_loss_gradient_reaches_only_the_critic() -> None:
     batch = learner._to_device(_replay().sample(16, 3))
     obs = learner.normalize(batch.observations[:, 0])
     with torch.no_grad():
-        _, _, _, target, _ = learner._n_step_targets(batch, obs)
+        target = learner._n_step_targets(batch, obs).critic_target
     loss, _ = learner._critic_loss(obs, batch.actions[:, 0], target)
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.critic.parameters())
@@ -165,7 +165,7 @@ def test_bootstrap_is_the_mixture_of_the_target_critic_over_the_policy_samples()
     boot_obs = learner.normalize(batch.next_observations[:, 0])
     with torch.no_grad():
         torch.manual_seed(3)
-        _, _, _, target, _ = learner._n_step_targets(batch, obs)
+        target = learner._n_step_targets(batch, obs).critic_target
         torch.manual_seed(3)
         actions = learner_module._sample(learner.target_policy(torch.cat([obs, boot_obs])), 6)[:, 8:]
         per_sample = torch.softmax(learner.target_critic.sampled_logits(boot_obs, actions), -1)  # [N, B, A]

@@ -221,3 +221,85 @@ def test_retrace_reduces_to_closed_forms() -> None:
     last = (mask.sum(1).long() - 1).unsqueeze(1)
     expected = losses.n_step_return(rewards, mask, terminated, next_values.gather(1, last).squeeze(1), gamma)
     torch.testing.assert_close(got, expected)
+
+
+def test_retrace_cuts_the_trace_where_the_target_policy_would_never_take_the_action() -> None:
+    """lambda = 1 and V(s_k) = Q(s_k, a_k): with ratio 1 everywhere Retrace is the full n-step return; a
+    log-ratio of -inf at step 1 (pi(a_1) = 0) sets c_1 = 0, so the target is the 1-step target r_0 + gamma V(s_1).
+    Catches a trace read at the wrong step (c_0 instead of c_1) and a flipped ratio (mu / pi: c_1 = 1)."""
+    gen = torch.Generator().manual_seed(6)
+    gamma, batch, length = 0.9, 4, 4
+    rewards = torch.randn(batch, length, generator=gen)
+    mask, terminated = torch.ones(batch, length), torch.zeros(batch, length)
+    q_taken = torch.randn(batch, length, generator=gen)
+    next_values = torch.cat([q_taken[:, 1:], torch.randn(batch, 1, generator=gen)], 1)
+    log_ratio = torch.zeros(batch, length)
+    log_ratio[:, 1] = -math.inf
+    got = losses.retrace_targets(rewards, mask, terminated, q_taken, next_values, log_ratio, gamma, 1.0)
+    torch.testing.assert_close(got, rewards[:, 0] + gamma * next_values[:, 0])
+    # The same cut one step later keeps exactly two rewards.
+    log_ratio = torch.zeros(batch, length)
+    log_ratio[:, 2] = -math.inf
+    got = losses.retrace_targets(rewards, mask, terminated, q_taken, next_values, log_ratio, gamma, 1.0)
+    torch.testing.assert_close(got, rewards[:, 0] + gamma * rewards[:, 1] + gamma**2 * next_values[:, 1])
+
+
+def test_retrace_matches_a_hand_computed_three_step_case() -> None:
+    """c_k = lambda * min(1, pi / mu): ratio 0.5 at step 1 halves the trace, ratio 3 at step 2 is truncated to
+    1 (without the min the trace would triple). Worked by hand with gamma 0.5, lambda 0.8:
+      G_2 = r_2 + gamma V_2                    = 1 + 0.5 * 4                       = 3
+      G_1 = r_1 + gamma (V_1 + c_2 (G_2 - Q_2)) = -1 + 0.5 * (2 + 0.8 * (3 - 1))    = 0.8
+      G_0 = r_0 + gamma (V_0 + c_1 (G_1 - Q_1)) = 2 + 0.5 * (1 + 0.4 * (0.8 - 3))   = 2.06
+    (step 0's own ratio, here 10, never enters: Retrace corrects the actions after the first.)"""
+    rewards = torch.tensor([[2.0, -1.0, 1.0]])
+    q_taken = torch.tensor([[5.0, 3.0, 1.0]])
+    next_values = torch.tensor([[1.0, 2.0, 4.0]])
+    log_ratio = torch.log(torch.tensor([[10.0, 0.5, 3.0]]))
+    ones, zeros = torch.ones(1, 3), torch.zeros(1, 3)
+    got = losses.retrace_targets(rewards, ones, zeros, q_taken, next_values, log_ratio, 0.5, 0.8)
+    torch.testing.assert_close(got, torch.tensor([2.06]))
+
+
+def test_state_weights_give_the_losses_of_the_kept_states_alone() -> None:
+    """Masking a state (weight 0) is the same as leaving it out of the batch: every E-step and M-step loss and
+    statistic with weights (1, 0, 1, 1, 0) equals the one computed on states 0, 2, 3 only, whatever the masked
+    states hold (here wild values)."""
+    gen = torch.Generator().manual_seed(7)
+    batch, samples, dim = 5, 6, 2
+    keep = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+    rows = keep.bool()
+    q_values = torch.randn(samples, batch, generator=gen)
+    q_values[:, ~rows] = 1e4 * torch.randn(samples, 2, generator=gen)
+    old = GaussianParams(torch.randn(batch, dim, generator=gen), torch.rand(batch, dim, generator=gen) + 0.2)
+    new = GaussianParams(torch.randn(batch, dim, generator=gen), torch.rand(batch, dim, generator=gen) + 0.2)
+    actions = old.mean + old.scale * torch.randn(samples, batch, dim, generator=gen)
+    subset = lambda g: GaussianParams(g.mean[rows], g.scale[rows])  # noqa: E731
+    param = torch.tensor(0.3)
+
+    loss, weights, stats = losses.temperature_loss(q_values, param, 0.1, keep)
+    loss_ref, weights_ref, stats_ref = losses.temperature_loss(q_values[:, rows], param, 0.1)
+    torch.testing.assert_close(loss, loss_ref)
+    torch.testing.assert_close(weights[:, rows], weights_ref)
+    torch.testing.assert_close(stats.kl_q_pi, stats_ref.kl_q_pi)
+
+    ce, _ = losses.weighted_cross_entropy(actions, weights, old, new, keep)
+    ce_ref, _ = losses.weighted_cross_entropy(actions[:, rows], weights_ref, subset(old), subset(new))
+    torch.testing.assert_close(ce, ce_ref)
+
+    kl_mean, _ = losses.decoupled_kl(old, new, per_dim=True)
+    policy_part, dual_part, tr_stats = losses.trust_region_loss(kl_mean, torch.zeros(dim), 0.01, keep)
+    ref = losses.trust_region_loss(kl_mean[rows], torch.zeros(dim), 0.01)
+    torch.testing.assert_close(policy_part, ref[0])
+    torch.testing.assert_close(dual_part, ref[1])
+    torch.testing.assert_close(tr_stats.kl, ref[2].kl)
+    # without weights: the plain batch mean
+    torch.testing.assert_close(losses.batch_mean(kl_mean), kl_mean.mean(0))
+    torch.testing.assert_close(losses.batch_mean(kl_mean, torch.zeros(batch)), torch.zeros(dim))
+
+
+def test_ended_in_terminal_reads_the_last_valid_step() -> None:
+    mask = torch.tensor([[1.0, 1, 1], [1, 1, 0], [1, 1, 0], [1, 1, 1]])
+    terminated = torch.tensor([[0.0, 0, 1], [0, 1, 0], [0, 0, 0], [0, 1, 0]])
+    # row 3's "terminal" at step 1 belongs to another episode only if the mask ended there; it did not, so
+    # the sequence reads step 2 (not terminal).
+    torch.testing.assert_close(losses.ended_in_terminal(mask, terminated), torch.tensor([1.0, 1.0, 0.0, 0.0]))
