@@ -116,7 +116,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "optimised_without_allocator_tuning": ("shipped", {}, False),
     "optimised_compiled": ("shipped", {"compile": True}, True),
     "optimised_relu_torso": ("shipped", {"torso": "relu"}, True),
-    # Acme's layout: the E-step reuses the bootstrap's samples (half the sampled critic rows)
+    # Like Acme's sharing: the E-step reuses the bootstrap's samples (half the sampled critic rows)
     "bootstrap_states": ("shipped", {"policy_states": "bootstrap"}, True),
     "bootstrap_states_compiled": ("shipped", {"policy_states": "bootstrap", "compile": True}, True),
     "bootstrap_states_compiled_relu_torso": (

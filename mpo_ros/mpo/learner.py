@@ -1,6 +1,6 @@
 """The MPO learner: networks, target networks, duals, optimisers, and one ``update(batch)``.
 
-One update on a batch of replay sequences (see :mod:`mpo_ros.replay`):
+One update on a batch of replay sequences (see :mod:`mpo_ros.training.replay`):
 
 1. Policy evaluation: the critic regresses onto an n-step target (or Retrace) bootstrapped with the expected
    target-critic value under the target policy, estimated from ``num_samples`` actions. With
