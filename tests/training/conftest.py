@@ -26,3 +26,17 @@ def behaviour(tmp_path_factory, arm2) -> Path:
         Bag2DataConfig(bags=[str(tmp / "bag")], robot="arm2", out=str(tmp / "ds"), progress=False)
     )
     return Path(path)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray per test module (num_cpus=2, no dashboard), reused by every train() in it: the
+    training engine joins an initialised Ray instead of starting its own (and leaves it running)."""
+    ray = pytest.importorskip("ray")
+    import logging
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -44,34 +44,34 @@ def _replay(run: Path) -> ReplayBuffer:
 
 
 @pytest.mark.slow
-def test_two_actors_hold_the_ratio_and_resume(tmp_path: Path) -> None:
-    """600 steps from two actors, then --resume to 900: exactly updates_per_step per step past warm-up."""
+def test_two_actors_hold_the_ratio_and_resume(tmp_path: Path, local_ray) -> None:
+    """400 steps from two actors, then --resume to 600: exactly updates_per_step per step past warm-up."""
     out = tmp_path / "run"
     common = dict(TINY, out=str(out), warmup_steps=100, eval_every=0, log_every=100, checkpoint_every=0)
-    first = train(TrainConfig(**common, steps=600, updates_per_step=2))  # type: ignore[arg-type]
-    assert first["step"] == 600 and first["updates"] == 2 * (600 - 100 + 1)
+    first = train(TrainConfig(**common, steps=400, updates_per_step=2))  # type: ignore[arg-type]
+    assert first["step"] == 400 and first["updates"] == 2 * (400 - 100 + 1)
     assert (
-        first["actor_restarts"] == 0 and first["episodes"] >= 600 // 75 - 2
+        first["actor_restarts"] == 0 and first["episodes"] >= 400 // 75 - 2
     )  # 75-step episodes; each actor may end one unfinished
 
     replay = _replay(out)
-    assert len(replay) == 600
-    ids = replay.episode_ids[:600]
+    assert len(replay) == 400
+    ids = replay.episode_ids[:400]
     # Two actors, 25-step chunks: each chunk is one contiguous run of one episode id, and no episode id
     # covers more than 75 steps (one arm2 episode), so no sequence joins two actors' episodes.
     _, counts = np.unique(ids, return_counts=True)
-    assert counts.max() <= 75 and len(counts) > 600 // 75
+    assert counts.max() <= 75 and len(counts) > 400 // 75
     batch = replay.sample(512, 5)
     rows = np.arange(512)[:, None]
     assert np.all(batch.mask[rows, 1:] <= batch.mask[rows, :-1])
-    assert np.all(np.isfinite(replay.log_probs[:600]))  # the actors' behaviour log-densities are stored
+    assert np.all(np.isfinite(replay.log_probs[:400]))  # the actors' behaviour log-densities are stored
 
     header = next(csv.reader((out / "metrics.csv").open()))
     assert {"actors/restarts", "actors/policy_lag"} <= set(header)
 
-    resumed = train(TrainConfig(**common, steps=900, updates_per_step=2, resume=True))  # type: ignore[arg-type]
-    assert resumed["step"] == 900 and resumed["updates"] == 2 * (900 - 100 + 1)
-    assert len(_replay(out)) == 900  # the first 600 transitions came back from the checkpoint
+    resumed = train(TrainConfig(**common, steps=600, updates_per_step=2, resume=True))  # type: ignore[arg-type]
+    assert resumed["step"] == 600 and resumed["updates"] == 2 * (600 - 100 + 1)
+    assert len(_replay(out)) == 600  # the first 400 transitions came back from the checkpoint
 
 
 @pytest.mark.slow
@@ -80,7 +80,7 @@ def test_a_killed_actor_is_replaced_and_the_run_finishes(tmp_path: Path) -> None
     out = tmp_path / "run"
     command = [
         sys.executable, "-m", "mpo_ros.cli", "train", "--env", "mpo_ros_sim:Arm2Reach-v0", "--actors", "2",
-        "--steps", "1200", "--warmup-steps", "100", "--out", str(out), "--policy-hidden", "16",
+        "--steps", "800", "--warmup-steps", "100", "--out", str(out), "--policy-hidden", "16",
         "--critic-hidden", "16", "--batch-size", "16", "--num-samples", "4", "--eval-every", "0",
         "--eval-episodes", "1", "--log-every", "100", "--progress", "false", "--threads", "1",
         "--actor-chunk-steps", "25",
@@ -108,7 +108,7 @@ def test_a_killed_actor_is_replaced_and_the_run_finishes(tmp_path: Path) -> None
     restarts = [float(r["actors/restarts"]) for r in rows if r.get("actors/restarts")]
     assert restarts[-1] >= 1.0
     meta = load_checkpoint(out)["metadata"]
-    assert meta["step"] == 1200 and meta["updates"] == 1200 - 100 + 1
+    assert meta["step"] == 800 and meta["updates"] == 800 - 100 + 1
 
 
 def _wait_for(condition, timeout: float):

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.xdist_group("ray")
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_two_actors_learn_arm2_reach_like_one_process(tmp_path: Path) -> None:
+def test_two_actors_learn_arm2_reach_like_one_process(tmp_path: Path, local_ray) -> None:
     from mpo_ros.training.evaluate import evaluate_policy, load_eval_policy
     from mpo_ros.training.loop import TrainConfig, train
 
