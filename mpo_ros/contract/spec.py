@@ -22,6 +22,7 @@ import yaml
 from mpo_ros.errors import SpecError
 
 __all__ = [
+    "COMMAND_INTERFACES",
     "CONTRACT_VERSION",
     "OBSERVATION_BLOCKS",
     "JointArrays",
@@ -37,6 +38,8 @@ __all__ = [
 # Bump when the meaning of a field changes; readers refuse versions they do not know.
 CONTRACT_VERSION = 1
 
+# Command interfaces the contract can drive (ros2_control names).
+COMMAND_INTERFACES = ("position",)
 # Observation blocks the contract may list, in any order. Each is built in observation.py only.
 OBSERVATION_BLOCKS = ("joint_positions", "joint_velocities", "last_action", "goal")
 
@@ -100,6 +103,9 @@ class TaskSpec:
     episode_seconds: float
     # Reward shaping weights and other task-specific numbers (see tasks.py for the keys).
     params: dict[str, float] = field(default_factory=dict)
+    # The frame goals are expressed in (the MJCF world frame = this ROS frame); the node refuses goals
+    # stamped in another frame rather than chasing a target in the wrong coordinates.
+    goal_frame: str = "base_link"
 
     @property
     def goal_dim(self) -> int:
@@ -121,6 +127,8 @@ class TaskSpec:
             out.append(f"task '{self.name}': goal_low {self.goal_low} exceeds goal_high {self.goal_high}")
         if self.success_threshold <= 0 or self.episode_seconds <= 0:
             out.append(f"task '{self.name}': success_threshold and episode_seconds must be > 0")
+        if not isinstance(self.goal_frame, str) or not self.goal_frame.strip():
+            out.append(f"task '{self.name}': goal_frame must name a frame (e.g. base_link)")
         return out
 
 
@@ -152,6 +160,10 @@ class RobotSpec:
     end_effector: str = ""
     # "position_offset": absolute position targets around the default pose (the only mode so far).
     action_mode: str = "position_offset"
+    # The ros2_control command interface the commands are for: "position" (forward_position_controller or
+    # a JointTrajectory of positions). The MJCF's actuators must be position servos; the node refuses a
+    # command topic that names another interface (e.g. /forward_velocity_controller/commands).
+    command_interface: str = "position"
     contract_version: int = CONTRACT_VERSION
     # Folder the spec was loaded from (not serialised): resolves `mjcf`.
     source_dir: str = field(default="", compare=False)
@@ -220,6 +232,11 @@ class RobotSpec:
             problems.append(f"{where}: observation must list each block once, got {list(self.observation)}")
         if self.action_mode != "position_offset":
             problems.append(f"{where}: action_mode '{self.action_mode}' unknown; use 'position_offset'")
+        if self.command_interface not in COMMAND_INTERFACES:
+            problems.append(
+                f"{where}: command_interface '{self.command_interface}' is not supported; use one of "
+                f"{list(COMMAND_INTERFACES)} (velocity and effort interfaces are not implemented yet)"
+            )
         problems += self.task.problems()
         if problems:
             # Every problem at once: a user fixing a spec should not iterate one error at a time.
@@ -254,6 +271,7 @@ class RobotSpec:
                 success_threshold=float(task_data.pop("success_threshold")),
                 episode_seconds=float(task_data.pop("episode_seconds")),
                 params={str(k): float(v) for k, v in (task_data.pop("params", None) or {}).items()},
+                goal_frame=str(task_data.pop("goal_frame", "base_link")),
             )
             if task_data:
                 raise SpecError(f"{source}: unknown task key(s) {sorted(task_data)}")
@@ -269,6 +287,7 @@ class RobotSpec:
             "mjcf",
             "end_effector",
             "action_mode",
+            "command_interface",
             "contract_version",
         }
         unknown = sorted(set(data) - known)

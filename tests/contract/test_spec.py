@@ -111,3 +111,20 @@ def test_find_and_load_errors(tmp_path: Path) -> None:
     good = tmp_path / "copy.yaml"
     good.write_text(yaml.safe_dump(_arm2()))
     assert load_spec(good).source_dir == str(tmp_path.resolve())
+
+
+def test_command_interface_and_goal_frame_are_part_of_the_contract() -> None:
+    import dataclasses
+
+    from mpo_ros.contract.spec import RobotSpec, load_spec
+
+    ur5e = load_spec("ur5e")
+    assert ur5e.command_interface == "position" and ur5e.task.goal_frame == "base_link"
+    data = ur5e.to_dict()
+    assert RobotSpec.from_dict(data) == ur5e  # round trip through the JSON the ONNX file carries
+    data["command_interface"] = "velocity"
+    with pytest.raises(SpecError, match="command_interface 'velocity' is not supported"):
+        RobotSpec.from_dict(data)
+    older = ur5e.to_dict()
+    del older["command_interface"], older["task"]["goal_frame"]  # a contract written before these fields
+    assert RobotSpec.from_dict(older) == dataclasses.replace(ur5e, source_dir="")
