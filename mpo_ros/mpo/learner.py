@@ -168,6 +168,17 @@ class MPOConfig:
         "policy on both the first and the bootstrap state; n-step targets only)",
         choices=("sequence_start", "bootstrap"),
     )
+    smoothness_temporal: float = option(
+        0.0,
+        "weight of CAPS' temporal smoothness term ||mu(s_t) - mu(s_t+1)|| in the M-step (Mysore et al. 2021; "
+        "0: off, and the update is unchanged bit for bit)",
+    )
+    smoothness_spatial: float = option(
+        0.0, "weight of CAPS' spatial smoothness term ||mu(s) - mu(s + noise)|| in the M-step (0: off)"
+    )
+    smoothness_sigma: float = option(
+        0.05, "std of the spatial term's state noise, in normalised observation units"
+    )
     compile: bool = option(
         False,
         "torch.compile the sampled target-critic pass (N x 2B rows, most of an update's time): fuses the "
@@ -179,6 +190,11 @@ class MPOConfig:
         self.policy_hidden = [int(h) for h in self.policy_hidden]
         self.critic_hidden = [int(h) for h in self.critic_hidden]
         problems = []
+        for name in ("smoothness_temporal", "smoothness_spatial"):
+            if not getattr(self, name) >= 0:
+                problems.append(f"{name}={getattr(self, name)} must be >= 0 (0 turns the term off)")
+        if not self.smoothness_sigma > 0:
+            problems.append(f"smoothness_sigma={self.smoothness_sigma} must be > 0")
         if self.full_covariance and self.per_dim_constraining:
             problems.append(
                 "full_covariance=True needs per_dim_constraining=False (a per-dimension KL is undefined for a "
@@ -457,6 +473,11 @@ class MPOLearner:
         )
         loss_policy = loss_ce + loss_kl_mean + loss_kl_std
         loss_dual = loss_dual + loss_alpha_mean + loss_alpha_std
+        if cfg.smoothness_temporal > 0 or cfg.smoothness_spatial > 0:
+            loss_smooth, smooth_stats = self._smoothness(obs, b)
+            loss_policy = loss_policy + loss_smooth
+            metrics["loss/smoothness_temporal"] = smooth_stats.temporal
+            metrics["loss/smoothness_spatial"] = smooth_stats.spatial
 
         self.actor_optimizer.zero_grad(set_to_none=True)
         self.critic_optimizer.zero_grad(set_to_none=True)
@@ -503,6 +524,20 @@ class MPOLearner:
                     metrics[f"dual/{name}_{i}"] = stats.alpha[i]
         return metrics
 
+    def _smoothness(self, obs: torch.Tensor, b: SequenceBatch) -> tuple[torch.Tensor, losses.SmoothnessStats]:
+        """CAPS terms on the sequences' first states: s_t+1 from the replay, s + noise drawn here (only
+        when its weight is set, so a zero weight draws no random numbers)."""
+        cfg = self.config
+        mean = self.policy(obs).mean
+        mean_next = mean_perturbed = None
+        if cfg.smoothness_temporal > 0:
+            mean_next = self.policy(self.normalize(b.next_observations[:, 0])).mean
+        if cfg.smoothness_spatial > 0:
+            mean_perturbed = self.policy(obs + cfg.smoothness_sigma * torch.randn_like(obs)).mean
+        return losses.smoothness_loss(
+            mean, mean_next, mean_perturbed, cfg.smoothness_temporal, cfg.smoothness_spatial
+        )
+
     def _critic_loss(
         self, obs: torch.Tensor, action: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, losses.CriticStats | losses.CategoricalCriticStats]:
@@ -522,6 +557,8 @@ class MPOLearner:
         ]  # fmt: skip
         if self.config.critic_type == "categorical":
             names.append("q/target_edge_mass")
+        if self.config.smoothness_temporal > 0 or self.config.smoothness_spatial > 0:
+            names = ["loss/smoothness_temporal", "loss/smoothness_spatial", *names]
         if self.config.action_penalization:
             names = ["dual/penalty_temperature", "kl_rel/penalty", *names]
         for name in ("alpha_mean", "alpha_stddev"):

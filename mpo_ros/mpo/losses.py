@@ -315,6 +315,31 @@ def retrace_targets(
     return g
 
 
+class SmoothnessStats(NamedTuple):
+    temporal: torch.Tensor  # mean ||mu(s_t) - mu(s_t+1)||
+    spatial: torch.Tensor  # mean ||mu(s) - mu(s + noise)||
+
+
+def smoothness_loss(
+    mean: torch.Tensor,
+    mean_next: torch.Tensor | None,
+    mean_perturbed: torch.Tensor | None,
+    temporal_weight: float,
+    spatial_weight: float,
+) -> tuple[torch.Tensor, SmoothnessStats]:
+    """CAPS (Mysore et al., ICRA 2021) temporal and spatial smoothness of the policy mean, [B, D] each.
+
+    Temporal: consecutive states should get close actions; spatial: nearby states should. Distances are
+    L2 norms as in CAPS; the terms are added to the M-step loss, so only the policy is shaped (the critic
+    and the duals never see them). A term whose weight is 0 may be passed as None and costs nothing.
+    """
+    zero = mean.new_zeros(())
+    temporal = (mean - mean_next).norm(dim=-1).mean() if mean_next is not None else zero
+    spatial = (mean - mean_perturbed).norm(dim=-1).mean() if mean_perturbed is not None else zero
+    loss = temporal_weight * temporal + spatial_weight * spatial
+    return loss, SmoothnessStats(temporal.detach(), spatial.detach())
+
+
 class CriticStats(NamedTuple):
     q_mean: torch.Tensor
     q_min: torch.Tensor
