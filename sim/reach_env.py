@@ -1,7 +1,7 @@
 """Gymnasium reach environment built from a robot contract.
 
 The environment is a thin shell: the contract's own functions turn actions into commands
-(`observation.action_to_command` then `observation.limit_command`, exactly as on the robot),
+(`observation.policy_command`: target, the contract's action filter, limits; exactly as on the robot),
 `RobotSim` moves the robot, `observation.build_observation` builds what the policy sees and
 `mpo_ros.contract.tasks` scores it. Episodes end by truncation after `spec.episode_steps` control steps;
 reaching the goal does not terminate (the policy should stay there).
@@ -105,7 +105,7 @@ class RobotReachEnv(gym.Env):
         if action.shape != (spec.action_dim,) or not np.all(np.isfinite(action)):
             raise ValueError(f"action must be {spec.action_dim} finite numbers in [-1, 1], got {action}")
         action = np.clip(action, -1.0, 1.0)
-        command = observation.limit_command(spec, self._command, observation.action_to_command(spec, action))
+        command = observation.policy_command(spec, self._command, action)
         self.sim.apply_command(command)
         self.sim.step()
         self._command = command

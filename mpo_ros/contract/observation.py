@@ -28,10 +28,13 @@ __all__ = [
     "command_to_action",
     "default_command",
     "executed_action",
+    "filter_command",
     "joint_array",
     "limit_command",
     "observation_names",
     "observation_size",
+    "policy_command",
+    "unfilter_commands",
 ]
 
 
@@ -129,6 +132,39 @@ def limit_command(spec: RobotSpec, previous_command: np.ndarray, command: np.nda
     return np.minimum(np.maximum(target, lower), np.maximum(upper, arrays.lower))
 
 
+def filter_command(spec: RobotSpec, previous_command: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The contract's action filter on a position target: a first-order low-pass from the previous command
+    (its state is the last command, which every user of the contract already tracks); identity for
+    ``action_filter: none``."""
+    alpha = spec.filter_alpha
+    if alpha == 1.0:
+        return np.asarray(target, dtype=np.float64)
+    previous = _vector(previous_command, spec.action_dim, "previous_command")
+    return previous + alpha * (_vector(target, spec.action_dim, "command") - previous)
+
+
+def policy_command(spec: RobotSpec, previous_command: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """THE action -> command step: target, the contract's filter, then the slew and joint limits.
+
+    The simulator, the scripted recorder and the node's general path call this; ``StepMapper.command``
+    is the same arithmetic on floats (tested bit-identical).
+    """
+    target = filter_command(spec, previous_command, action_to_command(spec, action))
+    return limit_command(spec, previous_command, target)
+
+
+def unfilter_commands(spec: RobotSpec, previous_commands: np.ndarray, commands: np.ndarray) -> np.ndarray:
+    """The targets that produced logged ``commands`` [T, n] from the commands before them [T, n]: the
+    filter's inverse, so bag conversion recovers the policy's actions (exact unless the slew or a joint
+    limit was active, as without a filter)."""
+    alpha = spec.filter_alpha
+    commands = np.asarray(commands, dtype=np.float64)
+    if alpha == 1.0:
+        return commands
+    previous = np.asarray(previous_commands, dtype=np.float64)
+    return previous + (commands - previous) / alpha
+
+
 def default_command(spec: RobotSpec) -> np.ndarray:
     """The default pose as a command vector."""
     return spec.joint_arrays.default.copy()
@@ -192,6 +228,7 @@ class StepMapper:
         )
         blocks = ("joint_positions", "joint_velocities", "last_action", "goal")
         self._layout = tuple(blocks.index(block) for block in spec.observation)
+        self._alpha = spec.filter_alpha
 
     def write_observation(
         self,
@@ -231,7 +268,7 @@ class StepMapper:
     ) -> tuple[list[float], list[float], bool]:
         """``(command, executed, limited)`` for a policy action, from the last sent command.
 
-        command = limit_command(spec, previous_command, action_to_command(spec, action));
+        command = policy_command(spec, previous_command, action) (target, filter, limits);
         executed = executed_action(spec, command), the next observation's last action;
         limited = limit_command changed the command (a joint or per-step limit was active).
         """
@@ -252,6 +289,8 @@ class StepMapper:
             wanted = default + scale * value
             wanted = wanted if wanted > lower else lower
             wanted = wanted if wanted < upper else upper
+            if self._alpha != 1.0:  # filter_command, operation for operation
+                wanted = previous + self._alpha * (wanted - previous)
             # limit_command, operation for operation.
             low = previous - max_delta
             low = low if low > lower else lower

@@ -22,6 +22,7 @@ import yaml
 from mpo_ros.errors import SpecError
 
 __all__ = [
+    "ACTION_FILTERS",
     "COMMAND_INTERFACES",
     "CONTRACT_VERSION",
     "OBSERVATION_BLOCKS",
@@ -38,6 +39,8 @@ __all__ = [
 # Bump when the meaning of a field changes; readers refuse versions they do not know.
 CONTRACT_VERSION = 1
 
+# Action filters the contract can carry (applied by observation.policy_command everywhere).
+ACTION_FILTERS = ("none", "lowpass")
 # Command interfaces the contract can drive (ros2_control names).
 COMMAND_INTERFACES = ("position",)
 # Observation blocks the contract may list, in any order. Each is built in observation.py only.
@@ -164,6 +167,11 @@ class RobotSpec:
     # a JointTrajectory of positions). The MJCF's actuators must be position servos; the node refuses a
     # command topic that names another interface (e.g. /forward_velocity_controller/commands).
     command_interface: str = "position"
+    # Action filter, part of the contract so simulation, bag conversion and the node apply the same one:
+    # "none", or "lowpass": a first-order low-pass on the position target before the slew limit,
+    # target_f = previous_command + alpha (target - previous_command), alpha = 1 - exp(-2 pi fc / rate).
+    action_filter: str = "none"
+    action_filter_cutoff_hz: float = 0.0
     contract_version: int = CONTRACT_VERSION
     # Folder the spec was loaded from (not serialised): resolves `mjcf`.
     source_dir: str = field(default="", compare=False)
@@ -201,6 +209,13 @@ class RobotSpec:
         return JointArrays(*(vector(key) for key in JointArrays._fields))
 
     @property
+    def filter_alpha(self) -> float:
+        """The low-pass filter's smoothing factor per control step (1.0: no filter)."""
+        if self.action_filter != "lowpass":
+            return 1.0
+        return 1.0 - math.exp(-2.0 * math.pi * self.action_filter_cutoff_hz / self.control_rate_hz)
+
+    @property
     def mjcf_path(self) -> Path:
         return Path(self.source_dir) / self.mjcf
 
@@ -232,6 +247,18 @@ class RobotSpec:
             problems.append(f"{where}: observation must list each block once, got {list(self.observation)}")
         if self.action_mode != "position_offset":
             problems.append(f"{where}: action_mode '{self.action_mode}' unknown; use 'position_offset'")
+        if self.action_filter not in ACTION_FILTERS:
+            problems.append(
+                f"{where}: action_filter '{self.action_filter}' unknown; use one of {list(ACTION_FILTERS)}"
+            )
+        elif self.action_filter == "lowpass" and not (
+            isinstance(self.action_filter_cutoff_hz, (int, float))
+            and 0 < self.action_filter_cutoff_hz < self.control_rate_hz / 2
+        ):
+            problems.append(
+                f"{where}: action_filter_cutoff_hz {self.action_filter_cutoff_hz} must lie in (0, "
+                f"{self.control_rate_hz / 2:g}) Hz (below the Nyquist frequency of the control rate)"
+            )
         if self.command_interface not in COMMAND_INTERFACES:
             problems.append(
                 f"{where}: command_interface '{self.command_interface}' is not supported; use one of "
@@ -288,6 +315,8 @@ class RobotSpec:
             "end_effector",
             "action_mode",
             "command_interface",
+            "action_filter",
+            "action_filter_cutoff_hz",
             "contract_version",
         }
         unknown = sorted(set(data) - known)
@@ -297,7 +326,7 @@ class RobotSpec:
             )
         if "name" not in data or "control_rate_hz" not in data or "physics_substeps" not in data:
             raise SpecError(f"{source}: 'name', 'control_rate_hz' and 'physics_substeps' are required")
-        for key in ("control_rate_hz",):
+        for key in ("control_rate_hz", "action_filter_cutoff_hz"):
             if isinstance(data.get(key), int) and not isinstance(data.get(key), bool):
                 data[key] = float(data[key])
         return cls(

@@ -35,6 +35,7 @@ from mpo_ros.contract.observation import (
     command_to_action,
     executed_action,
     observation_names,
+    unfilter_commands,
 )
 from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.data.align import align_steps, split_segments
@@ -195,7 +196,6 @@ def build_transitions(
         end_effector_positions,
     )  # MuJoCo kinematics; sim is optional for mpo_ros
 
-    actions_all = command_to_action(spec, steps.command)
     ee_all = (
         end_effector_positions(spec, steps.joint_positions)
         if len(steps)
@@ -208,9 +208,10 @@ def build_transitions(
     for start, end in bounds:
         if end - start < 2:
             continue
-        actions = actions_all[start:end]
-        # At an episode start the servos hold the current pose: its action is the last action (as in
-        # the reach environment's reset).
+        # At an episode start the servos hold the current pose: it is the command before the first one
+        # (the filter's state) and its action the last action (as in the reach environment's reset).
+        before = np.concatenate([steps.joint_positions[start][None], steps.command[start : end - 1]])
+        actions = command_to_action(spec, unfilter_commands(spec, before, steps.command[start:end]))
         held = executed_action(spec, steps.joint_positions[start])
         executed = executed_action(spec, steps.command[start:end])
         previous = np.concatenate([held[None], executed[:-1]])

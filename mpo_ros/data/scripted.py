@@ -2,7 +2,7 @@
 
 A proportional controller in joint space drives the simulated robot toward the inverse-kinematics
 solution of each goal, with Gaussian noise on its targets; its commands go through the contract
-(action_to_command, limit_command) exactly like a policy's. Every control step the bag receives what
+(observation.policy_command: target, filter, limits) exactly like a policy's. Every control step the bag receives what
 `ros2 bag record` would see on a robot: /joint_states (measured), the command topic
 (Float64MultiArray or JointTrajectory) and the goal (PointStamped, republished now and then). The
 simulator's own rewards are returned beside the bag, so the converter's relabelling can be checked
@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from mpo_ros.contract.observation import (
-    action_to_command,
     command_to_action,
     default_command,
     executed_action,
-    limit_command,
     observation_names,
+    policy_command,
+    unfilter_commands,
 )
 from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.data import messages
@@ -134,14 +134,21 @@ def record_scripted_bag(
                     bag.write(joint_states_topic, state, t_ns + 200_000)
                     wanted = positions + gain * (target - positions)
                     noisy = command_to_action(spec, wanted) + rng.normal(0.0, noise, spec.action_dim)
-                    limited = limit_command(spec, command, action_to_command(spec, np.clip(noisy, -1, 1)))
-                    # What the robot executes is the limited command; giving its action to the env
-                    # makes the env's command (and last_action) exactly the logged one.
-                    action = executed_action(spec, limited)
+                    raw = np.clip(noisy, -1, 1)
+                    limited = policy_command(spec, command, raw)
+                    if spec.filter_alpha == 1.0:
+                        # What the robot executes is the limited command; giving its action to the env
+                        # makes the env's command (and last_action) exactly the logged one.
+                        action = step_action = executed_action(spec, limited)
+                    else:
+                        # With the contract's filter the env filters too: the raw action reproduces the
+                        # logged command; the recorded action is what bag2data recovers from it.
+                        step_action = raw
+                        action = command_to_action(spec, unfilter_commands(spec, command, limited))
                     command_ns = t_ns + 1_000_000  # the controller answers 1 ms after the state
                     rollouts.observations[episode, k] = obs
                     rollouts.actions[episode, k] = action
-                    obs, reward, _terminated, _truncated, info = env.step(action)
+                    obs, reward, _terminated, _truncated, info = env.step(step_action)
                     command = info["command"]
                     if command_type == "joint_trajectory":
                         message = messages.joint_trajectory(

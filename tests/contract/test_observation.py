@@ -7,7 +7,7 @@ import pytest
 
 from mpo_ros.contract import observation
 from mpo_ros.contract.spec import JointSpec, RobotSpec, TaskSpec, load_spec
-from mpo_ros.errors import ContractError
+from mpo_ros.errors import ContractError, SpecError
 
 
 @pytest.fixture(scope="module", params=["arm2", "arm6"])
@@ -127,8 +127,12 @@ def _awkward_spec() -> RobotSpec:
     return RobotSpec("awkward3", joints, 123.456789, 7, ("goal", "joint_velocities", "joint_positions"), task)
 
 
-@pytest.fixture(scope="module", params=["arm2", "arm6", "awkward3"])
+@pytest.fixture(scope="module", params=["arm2", "arm6", "awkward3", "arm2_lowpass"])
 def any_spec(request) -> RobotSpec:
+    import dataclasses
+
+    if request.param == "arm2_lowpass":  # the contract's action filter in the fused path too
+        return dataclasses.replace(load_spec("arm2"), action_filter="lowpass", action_filter_cutoff_hz=4.0)
     return _awkward_spec() if request.param == "awkward3" else load_spec(request.param)
 
 
@@ -171,9 +175,9 @@ def test_step_mapper_command_equals_the_vectorised_mappings(any_spec: RobotSpec)
     near = rng.random(count) < 0.5
     offsets = rng.uniform(-1.2, 1.2, (count, spec.num_joints)) * spec.joint_arrays.max_delta
     previous[near] = (wanted + offsets)[near]
-    expected = observation.limit_command(spec, previous, wanted)
+    expected = observation.policy_command(spec, previous, actions)
     expected_executed = observation.executed_action(spec, expected)
-    expected_limited = np.any(expected != wanted, axis=-1)
+    expected_limited = np.any(expected != observation.filter_command(spec, previous, wanted), axis=-1)
     results = [mapper.command(p.tolist(), a.tolist()) for p, a in zip(previous, actions, strict=True)]
     commands = np.array([r[0] for r in results])
     executed = np.array([r[1] for r in results])
@@ -192,7 +196,7 @@ def test_step_mapper_command_equals_the_vectorised_mappings_along_a_trajectory(a
     fast = fast.tolist()
     for action in _random_actions(rng, 2000, spec.action_dim):
         fast, executed, limited = mapper.command(fast, action.tolist())
-        wanted = observation.action_to_command(spec, action)
+        wanted = observation.filter_command(spec, vectorised, observation.action_to_command(spec, action))
         vectorised = observation.limit_command(spec, vectorised, wanted)
         assert _bits(np.array(fast)).tolist() == _bits(vectorised).tolist()
         assert (
@@ -232,3 +236,31 @@ def test_step_mapper_rejects_wrong_sizes(any_spec: RobotSpec) -> None:
         mapper.write_observation(out, [0.0] * n, [0.0] * n, [0.0] * n, [*goal, 0.0])
     with pytest.raises(ContractError, match="action"):
         mapper.command([0.0] * n, [0.0] * (n - 1))
+
+
+def test_the_lowpass_filter_is_a_first_order_lag_and_conversion_inverts_it() -> None:
+    import dataclasses
+    import math
+
+    spec = dataclasses.replace(load_spec("arm2"), action_filter="lowpass", action_filter_cutoff_hz=5.0)
+    alpha = 1.0 - math.exp(-2.0 * math.pi * 5.0 / 50.0)
+    assert spec.filter_alpha == pytest.approx(alpha)
+    previous = observation.default_command(spec)
+    target = observation.action_to_command(spec, np.array([0.05, -0.05]))  # small: no slew limit
+    command = observation.policy_command(spec, previous, np.array([0.05, -0.05]))
+    np.testing.assert_allclose(command, previous + alpha * (target - previous))
+    # A step input decays as (1 - alpha)^k: the -3 dB point of a first-order lag at the cutoff.
+    commands, c = [], previous
+    for _ in range(40):
+        c = observation.policy_command(spec, c, np.array([0.1, 0.1]))
+        commands.append(c)
+    final = observation.action_to_command(spec, np.array([0.1, 0.1]))
+    gap = np.abs(final - np.array(commands))[:, 0]
+    np.testing.assert_allclose(gap[1:15] / gap[:14], 1.0 - alpha, rtol=1e-6)
+    before = np.vstack([previous, np.array(commands[:-1])])
+    recovered = observation.command_to_action(
+        spec, observation.unfilter_commands(spec, before, np.array(commands))
+    )
+    np.testing.assert_allclose(recovered, 0.1, atol=1e-12)
+    with pytest.raises(SpecError, match=r"action_filter_cutoff_hz 30.0 must lie in \(0, 25\) Hz"):
+        dataclasses.replace(spec, action_filter_cutoff_hz=30.0)

@@ -23,14 +23,33 @@ EPISODES = 4
 
 
 @pytest.mark.parametrize(
-    "storage,command_type", [("mcap", "float64_multi_array"), ("sqlite3", "joint_trajectory")]
+    "storage,command_type,cutoff_hz",
+    [
+        ("mcap", "float64_multi_array", 0.0),
+        ("sqlite3", "joint_trajectory", 0.0),
+        ("mcap", "float64_multi_array", 3.0),
+    ],
 )
-def test_sim_recording_converts_to_the_transitions_the_sim_produced(tmp_path, arm2, storage, command_type):
+def test_sim_recording_converts_to_the_transitions_the_sim_produced(
+    tmp_path, arm2, storage, command_type, cutoff_hz
+):
+    """cutoff_hz > 0: the contract's low-pass filter; the converter must invert it to recover actions."""
+    import dataclasses
+
+    if cutoff_hz:
+        arm2 = dataclasses.replace(arm2, action_filter="lowpass", action_filter_cutoff_hz=cutoff_hz)
+        spec_file = tmp_path / "arm2_lowpass.yaml"
+        import yaml
+
+        data = arm2.to_dict()
+        data["mjcf"] = str(arm2.mjcf_path.resolve())
+        spec_file.write_text(yaml.safe_dump(json.loads(json.dumps(data))))
     bag = tmp_path / "bag"
     rollouts = record_scripted_bag(
         arm2, bag, storage=storage, episodes=EPISODES, seed=7, command_type=command_type
     )
-    config = Bag2DataConfig(bags=[str(bag)], robot="arm2", out=str(tmp_path / "ds"), progress=False)
+    robot = str(spec_file) if cutoff_hz else "arm2"
+    config = Bag2DataConfig(bags=[str(bag)], robot=robot, out=str(tmp_path / "ds"), progress=False)
     path, summary = convert_bags(config)
     data = load_dataset(path)
     steps = arm2.episode_steps
@@ -62,7 +81,8 @@ def test_sim_recording_converts_to_the_transitions_the_sim_produced(tmp_path, ar
     last_cols = [i for i, n in enumerate(names) if n.startswith("last_action/")]
     for e, (start, end) in enumerate(data.episode_bounds()):
         assert np.allclose(obs[start:end, goal_cols], rollouts.goals[e], atol=1e-6)
-        assert np.allclose(obs[start + 1 : end, last_cols], data.actions[start : end - 1], atol=1e-6)
+        if not cutoff_hz:  # with the filter, last_action is the executed (filtered) command, not the raw action
+            assert np.allclose(obs[start + 1 : end, last_cols], data.actions[start : end - 1], atol=1e-6)
     within = ~np.asarray(data.truncated)
     assert np.allclose(data.next_observations[:-1][within[:-1]], obs[1:][within[:-1]])
 
