@@ -1,0 +1,160 @@
+"""Smooth motion on arm2: success and command smoothness for five ways of asking for it, at equal budget.
+
+Variants (all the arm2 recipe, sim/recipes/arm2_reach.yaml, trained with the `train` randomisation):
+
+- ``no_smoothing``: the task's action-rate penalty off (action_rate_weight 0);
+- ``rate_penalty``: today's contract, action-rate penalty 0.2 on executed actions (the shipped policy's);
+- ``caps``: today's contract + CAPS temporal and spatial terms in the M-step (--smoothness-temporal/-spatial);
+- ``filter``: today's contract + the contract's low-pass action filter (action_filter_cutoff_hz);
+- ``caps_filter``: both.
+
+Each (variant, seed) is one `mpo-ros train` subprocess, then `mpo-ros eval` of the exported ONNX file with
+``--episodes`` deterministic episodes on the nominal and the `heldout` dynamics; figures are the eval's:
+success, mean |a_t - a_{t-1}|, mean |delta command| (rad/step), share of steps at the slew limit, share of
+command energy above 5 Hz. Resumable: finished (variant, seed) pairs in the JSON are skipped.
+
+Run:  python benchmarks/smoothness.py [--seeds 0 1 2] [--variants ...] [--steps 30000] [--episodes 100]
+Writes benchmarks/results/smoothness.json and prints a markdown table (means over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from offline import versions
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "smoothness.json"
+RECIPE = ROOT / "sim" / "recipes" / "arm2_reach.yaml"
+CUTOFF_HZ = 3.0
+CAPS = {"smoothness_temporal": 0.5, "smoothness_spatial": 0.5}
+VARIANTS = {
+    "no_smoothing": ({"action_rate_weight": 0.0}, {}, {}),
+    "rate_penalty": ({}, {}, {}),
+    "caps": ({}, {}, CAPS),
+    "filter": ({}, {"action_filter": "lowpass", "action_filter_cutoff_hz": CUTOFF_HZ}, {}),
+    "caps_filter": ({}, {"action_filter": "lowpass", "action_filter_cutoff_hz": CUTOFF_HZ}, CAPS),
+}
+FIGURES = (
+    "success_rate",
+    "action_smoothness_mean",
+    "command_rate_mean",
+    "slew_limited_fraction_mean",
+    "high_frequency_share_mean",
+)
+
+
+def robot_file(folder: Path, task_params: dict, contract: dict) -> Path:
+    """arm2's contract with the variant's changes, its MJCF referenced by absolute path."""
+    data = yaml.safe_load((ROOT / "models" / "arm2.yaml").read_text())
+    data["mjcf"] = str((ROOT / "models" / "arm2.xml").resolve())
+    data["task"]["params"].update(task_params)
+    data.update(contract)
+    path = folder / "arm2_variant.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_variant(name: str, seed: int, steps: int, episodes: int) -> dict:
+    task_params, contract, learner = VARIANTS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        robot = robot_file(folder, task_params, contract)
+        out = folder / "run"
+        command = [
+            sys.executable, "-m", "mpo_ros.cli", "--log-level", "WARNING", "train", "--config", str(RECIPE),
+            "--env", "mpo_ros_sim:Reach-v0", "--robot", str(robot), "--env-kwargs", "{randomize: train}",
+            "--steps", str(steps), "--seed", str(seed), "--out", str(out), "--eval-every", "0",
+        ]  # fmt: skip
+        for key, value in learner.items():
+            command += [f"--{key.replace('_', '-')}", str(value)]
+        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        policy = folder / "policy.onnx"
+        subprocess.run(
+            [sys.executable, "-m", "mpo_ros.cli", "--log-level", "WARNING", "export", "--run", str(out), "--out",
+             str(policy)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        figures = {}
+        for randomize in ("none", "heldout"):
+            report = folder / f"eval_{randomize}.json"
+            subprocess.run(
+                [sys.executable, "-m", "mpo_ros.cli", "--log-level", "WARNING", "eval", "--policy", str(policy),
+                 "--episodes", str(episodes), "--randomize", randomize, "--seed", "1000", "--json", str(report)],
+                check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            summary = json.loads(report.read_text())
+            figures[randomize] = {key: summary[key] for key in FIGURES}
+    return figures
+
+
+def table(results: dict) -> str:
+    lines = [
+        "| variant | seeds | success nominal / heldout | mean abs delta a | delta command (rad/step) | at slew limit | energy > 5 Hz |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in VARIANTS:
+        runs = results.get("runs", {}).get(name, {})
+        if not runs:
+            continue
+
+        def mean(randomize: str, key: str, runs: dict = runs) -> float:
+            return statistics.mean(r[randomize][key] for r in runs.values())
+
+        lines.append(
+            f"| {name} | {len(runs)} | {mean('none', 'success_rate'):.2f} / {mean('heldout', 'success_rate'):.2f} | "
+            f"{mean('none', 'action_smoothness_mean'):.3f} | {mean('none', 'command_rate_mean'):.4f} | "
+            f"{100 * mean('none', 'slew_limited_fraction_mean'):.1f} % | "
+            f"{100 * mean('none', 'high_frequency_share_mean'):.1f} % |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--steps", type=int, default=30000)
+    parser.add_argument("--episodes", type=int, default=100)
+    args = parser.parse_args()
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results.update(
+        {
+            "what": "arm2 reach: success and command smoothness of five smoothing variants at equal budget",
+            "command": " ".join(["python", *sys.argv]),
+            "versions": versions(),
+            "cpu_count": os.cpu_count(),
+            "steps": args.steps,
+            "episodes": args.episodes,
+            "caps_weights": CAPS,
+            "filter_cutoff_hz": CUTOFF_HZ,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    runs = results.setdefault("runs", {})
+    for seed in args.seeds:
+        for name in args.variants:
+            if str(seed) in runs.get(name, {}):
+                continue
+            figures = run_variant(name, seed, args.steps, args.episodes)
+            runs.setdefault(name, {})[str(seed)] = {**figures, "load_average_1min": os.getloadavg()[0]}
+            print(name, seed, figures, flush=True)
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=2))
+    results["table"] = table(results)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print(results["table"])
+
+
+if __name__ == "__main__":
+    main()
