@@ -92,7 +92,13 @@ def _contract_lines(spec: RobotSpec) -> list[str]:
         f"control     {spec.control_rate_hz:g} Hz (period {spec.control_period * 1e3:g} ms), "
         f"{spec.physics_substeps} physics substeps per step in simulation",
         f"action      {spec.action_mode}: command = default + action_scale * action, action in [-1, 1];",
-        "            then clipped to [lower, upper] and to +-max_delta per step",
+        (
+            f"            low-pass filtered (cutoff {spec.action_filter_cutoff_hz:g} Hz, alpha "
+            f"{spec.filter_alpha:.4f} per step), then clipped to [lower, upper] and to +-max_delta per step"
+            if spec.action_filter == "lowpass"
+            else "            no action filter; clipped to [lower, upper] and to +-max_delta per step"
+        ),
+        f"interface   {spec.command_interface} commands (ros2_control); goals in frame '{spec.task.goal_frame}'",
         "joints      (rad, rad/s)",
         f"  {'name':<16} {'lower':>9} {'upper':>9} {'default':>9} {'scale':>9} {'max_delta':>9} {'vel_limit':>9}",
     ]

@@ -270,7 +270,8 @@ def _apply_resumed_changes(state: TrainingState, checkpoint: dict[str, Any], out
         for optimizer in optimizers.get(key, []):
             for group in optimizer.param_groups:
                 group["lr"] = value
-        log.warning("resumed with %s changed: %r -> %r", key, changes[key][0], value)
+        level = logging.WARNING if key in optimizers else logging.INFO  # learning rates change the algorithm
+        log.log(level, "resumed with %s changed: %r -> %r", key, changes[key][0], value)
     history = out / "config_history.yaml"
     entries = yaml.safe_load(history.read_text()) if history.is_file() else []
     entries = entries if isinstance(entries, list) else []
