@@ -2,7 +2,7 @@
 
 from glob import glob
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 PACKAGE = "mpo_ros"
 
@@ -18,13 +18,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     # `sim/` installs as `mpo_ros_sim` so no generic top-level `sim` module lands in site-packages.
-    packages=[
-        PACKAGE,
-        f"{PACKAGE}.mpo",
-        f"{PACKAGE}.data",
-        f"{PACKAGE}.ros",
-        "mpo_ros_sim",
-    ],
+    # Every subpackage of mpo_ros (contract, robot, mpo, training, data, calibration, ros, tools), found
+    # rather than listed, so a new one is never missing from an installed (non-editable, colcon) tree.
+    packages=[*find_packages(include=[PACKAGE, f"{PACKAGE}.*"]), "mpo_ros_sim"],
     package_dir={"mpo_ros_sim": "sim"},
     package_data={PACKAGE: ["py.typed"], "mpo_ros_sim": ["profiles/*.yaml", "recipes/*.yaml"]},
     data_files=[
@@ -51,6 +47,7 @@ setup(
             "tqdm",
             "matplotlib",
             "tensorboard",
+            "ray",
         ],
     },
     zip_safe=True,
