@@ -118,7 +118,7 @@ def resolve_robot(text: str) -> RobotSpec:
     if not text:
         raise BagError("give the robot contract with --robot <spec.yaml | robot name | policy.onnx>")
     if text.endswith(".onnx"):
-        from mpo_ros.runtime import OnnxPolicy
+        from mpo_ros.robot.onnx_policy import OnnxPolicy
 
         spec = OnnxPolicy(text, warmup_calls=0).spec
         if spec is None:

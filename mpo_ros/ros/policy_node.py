@@ -12,7 +12,7 @@ from two runs of the whole benchmark):
 - ``timer``: an rclpy timer fires only when the executor gets round to it, behind whatever callbacks
   are ready (a /joint_states message arrives every period), and it drops ticks when late. The node
   on it reached 403-431 Hz of 500 and 591-990 of 1000, p99 period jitter 0.5-10 ms.
-- ``thread``: a dedicated thread keeps absolute deadlines (mpo_ros/rate.py: sleep, then poll the
+- ``thread``: a dedicated thread keeps absolute deadlines (mpo_ros/robot/rate.py: sleep, then poll the
   clock for the last ``spin_margin``) while the executor thread runs callbacks. Every tick must win
   the GIL back from the executor thread, and under SCHED_FIFO that hand-over inverts priorities (the
   real-time thread waits for a normal-priority one): p99 1.1-5 ms here.
@@ -31,7 +31,7 @@ from two runs of the whole benchmark):
 Choose ``loop: timer`` with ``use_sim_time`` (timers follow /clock; the deadline loops follow the
 wall clock). rclpy publishers are thread-safe, so the ``thread`` mode publishes from its own thread.
 
-Safety (rules in mpo_ros/supervisor.py): the node starts disabled and holds the measured position;
+Safety (rules in mpo_ros/robot/supervisor.py): the node starts disabled and holds the measured position;
 ``/mpo_policy/enable`` (std_srvs/SetBool) enables it, ``false`` is the software e-stop; a watchdog
 holds or stops when /joint_states is older than ``state_timeout``; non-finite inputs or policy outputs
 are rejected and the last command held; every command, held ones included, passes the contract's
@@ -49,14 +49,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mpo_ros.config import option
-from mpo_ros.contract.observation import limit_command
 from mpo_ros.contract.spec import models_dir
 from mpo_ros.errors import ConfigError, PolicyFileError
-from mpo_ros.rate import WAIT_STRATEGIES, FixedRateLoop, LatencyWindow, LoopStats, set_realtime_priority
-from mpo_ros.supervisor import ON_STALE_CHOICES, Action, SafetyState, Supervisor
+from mpo_ros.robot.controller import PolicyController
+from mpo_ros.robot.rate import WAIT_STRATEGIES, FixedRateLoop, LoopStats, set_realtime_priority
+from mpo_ros.robot.supervisor import ON_STALE_CHOICES, SafetyState, Supervisor
 
 __all__ = [
     "DIAGNOSTIC_KEYS",
@@ -153,69 +151,6 @@ class PolicyNodeConfig:
                 raise ConfigError(f"{name} must name a topic")
 
 
-# --- the ROS-free control step --------------------------------------------------------------------
-
-
-class PolicyController:
-    """One control tick: supervisor decision -> `runtime.policy_step` or a hold -> the command.
-
-    Kept apart from rclpy so the node stays a shell. The previous published command is the one
-    reference for the per-step limit: holds pass `observation.limit_command` from it, and entering
-    policy control resets the SafetyFilter to it (its "enable"), so the command never jumps when
-    control passes between the hold logic and the policy.
-    """
-
-    def __init__(self, policy: Any, supervisor: Supervisor) -> None:
-        from mpo_ros.runtime import SafetyFilter, policy_step
-
-        self._policy_step = policy_step
-        self.policy = policy
-        self.spec = policy.spec
-        self.supervisor = supervisor
-        self.safety = SafetyFilter.for_policy(policy, on_fault="hold")
-        self.step_latency = LatencyWindow()
-        self._previous_command: np.ndarray | None = None
-        self._in_policy = False
-
-    @property
-    def rejected_policy_steps(self) -> int:
-        """Policy steps the SafetyFilter rejected (non-finite observation or action, bad sizes)."""
-        return sum(self.safety.fault_counts.values())
-
-    def tick(self, now_ns: int | None = None) -> tuple[np.ndarray | None, SafetyState]:
-        """The command to publish now (None: publish nothing) and the safety state it came from."""
-        decision = self.supervisor.decide(now_ns)
-        if decision.action is Action.NONE:
-            self._leave_policy()
-            return None, decision.state
-        if decision.action is Action.POLICY:
-            if not self._in_policy:
-                hold = decision.positions if self._previous_command is None else self._previous_command
-                self.safety.reset(hold)
-                self._in_policy = True
-            start = time.perf_counter_ns()
-            step = self._policy_step(
-                self.policy, self.safety, decision.positions, decision.velocities, decision.goal
-            )
-            self.step_latency.record((time.perf_counter_ns() - start) / 1e9)
-            if not step.publish:
-                return None, decision.state
-            command = step.command
-        else:
-            self._leave_policy()
-            assert decision.command is not None
-            previous = decision.command if self._previous_command is None else self._previous_command
-            command = limit_command(self.spec, previous, decision.command)
-        self._previous_command = command
-        self.supervisor.record_command(command)
-        return command, decision.state
-
-    def _leave_policy(self) -> None:
-        if self._in_policy:
-            self.safety.disable()
-            self._in_policy = False
-
-
 def resolve_policy_path(path: str) -> Path:
     """A path as given, else a file shipped in models/ (so `policy:=arm2_reach.onnx` works installed)."""
     given = Path(path).expanduser()
@@ -234,7 +169,7 @@ def load_policy(path: str, device: str) -> Any:
     """OnnxPolicy with a robot contract; a file without one cannot drive a robot."""
     if not path:
         raise ConfigError("no policy given: set the `policy` parameter (or --policy) to an ONNX file")
-    from mpo_ros.runtime import OnnxPolicy
+    from mpo_ros.robot.onnx_policy import OnnxPolicy
 
     path = str(resolve_policy_path(path))
     # require_contract: a policy of a plain gymnasium env has no joint names and cannot drive a robot.

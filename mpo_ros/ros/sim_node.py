@@ -5,7 +5,7 @@ It publishes /joint_states (sensor-data QoS, contract names; optionally in anoth
 extra joint, or without one joint, to exercise the policy node's name matching), takes position
 commands on ``command_topic`` (Float64MultiArray in contract order, or JointTrajectory by joint
 name), and steps `mpo_ros_sim.robot_sim.RobotSim` one control period per tick from a fixed-rate
-loop (mpo_ros/rate.py) at ``rate_hz * realtime_factor`` wall-clock ticks per second. With
+loop (mpo_ros/robot/rate.py) at ``rate_hz * realtime_factor`` wall-clock ticks per second. With
 ``use_sim_time`` it publishes /clock and stamps messages with simulated time.
 
 For the reach task it also publishes goals (a new one every ``goal_period`` s of simulated time,
@@ -37,7 +37,7 @@ import numpy as np
 
 from mpo_ros.config import option
 from mpo_ros.errors import ConfigError
-from mpo_ros.rate import FixedRateLoop
+from mpo_ros.robot.rate import FixedRateLoop
 
 __all__ = [
     "NODE_NAME",

@@ -7,7 +7,7 @@ import pytest
 
 from mpo_ros.contract.spec import load_spec
 from mpo_ros.errors import ConfigError
-from mpo_ros.supervisor import Action, SafetyState, Supervisor
+from mpo_ros.robot.supervisor import Action, SafetyState, Supervisor
 
 MS = 1_000_000
 
@@ -171,17 +171,17 @@ def ik_policy(tmp_path_factory: pytest.TempPathFactory):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "ros"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ros"))
     from reach_policy import export_reach_policy
 
-    from mpo_ros.runtime import OnnxPolicy
+    from mpo_ros.robot.onnx_policy import OnnxPolicy
 
     path = export_reach_policy(load_spec("arm2"), tmp_path_factory.mktemp("controller") / "ik.onnx")
     return OnnxPolicy(path, require_contract=True)
 
 
 def test_controller_slews_every_command_and_hands_over_without_jumps(ik_policy) -> None:
-    from mpo_ros.ros.policy_node import PolicyController
+    from mpo_ros.robot.controller import PolicyController
 
     spec = ik_policy.spec
     max_delta = np.array([j.max_delta for j in spec.joints])
@@ -208,7 +208,7 @@ def test_controller_slews_every_command_and_hands_over_without_jumps(ik_policy) 
 
 
 def test_controller_holds_when_the_policy_step_is_rejected(ik_policy) -> None:
-    from mpo_ros.ros.policy_node import PolicyController
+    from mpo_ros.robot.controller import PolicyController
 
     sup, _ = make(ik_policy.spec)
     controller = PolicyController(ik_policy, sup)

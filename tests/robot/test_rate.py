@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from mpo_ros.rate import FixedRateLoop, LoopStats
+from mpo_ros.robot.rate import FixedRateLoop, LoopStats
 
 
 def test_stats_from_known_ticks() -> None:
