@@ -118,6 +118,9 @@ class SafetyFilter:
         self._action: list[float] = [0.0] * spec.action_dim
         self.enabled = False
         self.stopped = False
+        # Whether `_command` was ever sent (reset, a step or a hold): before that it is the
+        # contract's default pose, which a hold must not slew from.
+        self.has_command = False
 
     @classmethod
     def for_policy(cls, policy: OnnxPolicy, on_fault: str = "hold") -> SafetyFilter:
@@ -164,6 +167,24 @@ class SafetyFilter:
         self._action = executed_action(self.spec, command).tolist()
         self.enabled = True
         self.stopped = False
+        self.has_command = True
+
+    def hold(self, target: np.ndarray | None = None) -> np.ndarray | None:
+        """The command that holds ``target`` (None: the last command), slewed and limited from the last one.
+
+        Used while the policy does not run (disabled, stale, waiting for a goal): the hold obeys the
+        same joint and per-step limits as policy commands, so control passing between the policy and
+        a hold never jumps. Returns None when there is nothing to hold (no command sent yet and no
+        target). Does not enable the filter.
+        """
+        if target is None:
+            return self.last_command if self.has_command else None
+        target = np.asarray(target, dtype=np.float64)
+        previous = np.array(self._command) if self.has_command else target
+        command = limit_command(self.spec, previous, target)
+        self._command = command.tolist()
+        self.has_command = True
+        return command
 
     def disable(self) -> None:
         """E-stop: publish nothing until the next :meth:`reset`."""
@@ -193,6 +214,7 @@ class SafetyFilter:
         if not np.array_equal(limited, wanted):
             self.limited_steps += 1
         self._command = limited.tolist()
+        self.has_command = True
         return SafetyDecision(limited, True, None)
 
     def reject(self, fault: str) -> SafetyDecision:
@@ -225,6 +247,7 @@ class SafetyFilter:
         if limited:
             self.limited_steps += 1
         self._command = command
+        self.has_command = True
         return SafetyDecision(np.array(command), True, None)
 
 
