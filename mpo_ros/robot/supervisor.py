@@ -312,7 +312,8 @@ class Supervisor:
                 return False
             if self._s.input_invalid:
                 self._s.input_invalid = False
-                self._log.event("info", "finite /joint_states again; policy may resume")
+                # Rate-limited too: NaN in every other message would otherwise log this 50 times a second.
+                self._log.report("finite_again", "finite /joint_states again; policy may resume", "info")
             for key, message in (
                 ("contract", "/joint_states now carries every contract joint; fault cleared"),
                 ("limits", "measured positions inside the joint limits again; fault cleared, enable again"),
