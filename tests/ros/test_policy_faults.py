@@ -110,7 +110,8 @@ def test_policy_without_robot_contract_is_refused(tmp_path: Path) -> None:
 
     path = tmp_path / "gym_policy.onnx"
     export_module(Linear(), 4, 2, path, parity_observations=np.random.default_rng(0).normal(size=(1000, 4)))
-    node = NodeProcess("serve", ["--policy", str(path)], tmp_path / "refused.log")
+    # name_check_time 0: this module's node still runs under the same name; the policy is refused first.
+    node = NodeProcess("serve", ["--policy", str(path), "--name-check-time", "0"], tmp_path / "refused.log")
     try:
         assert node.proc.wait(30) == 2
     finally:
