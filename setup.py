@@ -20,6 +20,8 @@ setup(
     # `sim/` installs as `mpo_ros_sim` so no generic top-level `sim` module lands in site-packages.
     packages=[
         PACKAGE,
+        f"{PACKAGE}.contract",
+        f"{PACKAGE}.robot",
         f"{PACKAGE}.mpo",
         f"{PACKAGE}.data",
         f"{PACKAGE}.ros",
