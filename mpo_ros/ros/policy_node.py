@@ -421,10 +421,6 @@ class PolicyNode(LifecycleNode):
             self.destroy_timer(timer)
         self._loop_timers = []
 
-    @property
-    def ticking(self) -> bool:
-        return self.loop is not None or bool(self._loop_timers)
-
     def _prioritise_this_thread(self) -> None:
         """timer / joint_state: the thread that spins the executor runs the step; prioritise it."""
         if self.config.realtime_priority > 0:

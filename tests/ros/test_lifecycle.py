@@ -136,3 +136,45 @@ def test_a_failing_configure_goes_through_the_error_state(tmp_path: Path, probe:
     assert code == 0
     log = node.log()
     assert "missing.onnx not found" in log and "Traceback" not in log, log
+
+
+def test_enable_on_activate_and_hold_when_deactivated(tmp_path: Path, ik_policy: Path, probe: Probe) -> None:
+    from lifecycle_msgs.msg import Transition
+
+    node = NodeProcess(
+        "serve",
+        [
+            "--policy",
+            str(ik_policy),
+            "--autostart",
+            "false",
+            "--enable-on-activate",
+            "true",
+            "--on-deactivate",
+            "hold",
+            "--state-timeout",
+            "0.5",
+        ],
+        tmp_path / "policy.log",
+    )
+    try:
+        client = LifecycleClient(probe)
+        assert client.change(Transition.TRANSITION_CONFIGURE)
+        assert client.change(Transition.TRANSITION_ACTIVATE)
+        probe.publish_goal(0.35, 0.1)
+        start = time.monotonic()
+        probe.stream_joint_states(1.0, NAMES, [0.4, 0.6], [0.0, 0.0])
+        moving = probe.commands_since(start)
+        assert moving and abs(moving[-1] - [0.4, 0.6]).max() > 0.1, "enabled itself: the policy moves"
+        assert "enable_on_activate: enabled" in node.log()
+        assert client.change(Transition.TRANSITION_DEACTIVATE)
+        start = time.monotonic()
+        probe.stream_joint_states(1.0, NAMES, [0.4, 0.6], [0.0, 0.0])
+        held = probe.commands_since(start + 0.3)
+        assert len(held) > 20, "on_deactivate=hold keeps publishing"
+        assert all(abs(c - [0.4, 0.6]).max() < 1e-9 for c in held), "holding the measured position"
+        ok, message = probe.set_enabled(True)
+        assert not ok and "inactive" in message, message
+    finally:
+        code = node.stop()
+    assert code == 0, node.log()
