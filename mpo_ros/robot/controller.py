@@ -49,6 +49,16 @@ class PolicyController:
         faults, self._recent_faults = self._recent_faults, {}
         return faults
 
+    def warm(self) -> None:
+        """Run the policy once on the last observation, output discarded, if it is in control.
+
+        Called by the control loop just before the next tick (``warmup_lead``), so that tick's
+        inference runs on warm caches; it changes no state (the next step overwrites the output).
+        """
+        warm = getattr(self.policy, "warm", None)
+        if self.safety.enabled and warm is not None:
+            warm()
+
     def tick(self, now_ns: int | None = None) -> tuple[np.ndarray | None, SafetyState]:
         """The command to publish now (None: publish nothing) and the safety state it came from."""
         decision = self.supervisor.decide(now_ns)

@@ -161,6 +161,11 @@ class PolicyNodeConfig(SupervisorSettings):
     realtime_priority: int = option(
         50, "SCHED_FIFO priority (1-99) of the control loop thread, if permitted; 0 = normal scheduling"
     )
+    warmup_lead: float = option(
+        5e-4,
+        "thread loops: run the policy this long (s) before each deadline, then busy-wait to it, so the "
+        "step runs on warm caches (costs that much CPU per period); 0 = off",
+    )
     diagnostics_period: float = option(1.0, "seconds between /diagnostics messages")
     autostart: bool = option(True, "configure and activate at start (False: wait for a lifecycle manager)")
     enable_on_activate: bool = option(
@@ -195,6 +200,8 @@ class PolicyNodeConfig(SupervisorSettings):
             raise ConfigError(f"name_check_time must be in [0, 30] s, got {self.name_check_time}")
         if not 0 <= self.realtime_priority <= 99:
             raise ConfigError(f"realtime_priority must be in 0..99 (0 = off), got {self.realtime_priority}")
+        if not (math.isfinite(self.warmup_lead) and 0 <= self.warmup_lead < 0.01):
+            raise ConfigError(f"warmup_lead must be in [0, 0.01) s, got {self.warmup_lead}")
         if not (math.isfinite(self.spin_margin) and 0 <= self.spin_margin < 0.01):
             raise ConfigError(f"spin_margin must be in [0, 0.01) s, got {self.spin_margin}")
         for name in ("joint_states_topic", "command_topic", "goal_topic"):
@@ -327,6 +334,11 @@ class PolicyNode(LifecycleNode):
         spec = self.policy.spec
         assert spec is not None  # require_contract
         self.rate_hz = cfg.rate_hz or spec.control_rate_hz
+        if cfg.warmup_lead + cfg.spin_margin >= 0.5 / self.rate_hz:
+            raise ConfigError(
+                f"warmup_lead {cfg.warmup_lead} s + spin_margin {cfg.spin_margin} s leave too little of the "
+                f"{1e3 / self.rate_hz:.3g} ms period at {self.rate_hz:g} Hz; lower warmup_lead (0 = off)"
+            )
         self.supervisor = Supervisor(spec, supervisor_settings(cfg))
         self.controller = PolicyController(self.policy, self.supervisor)
         self._goal_dim = spec.task.goal_dim
@@ -399,6 +411,8 @@ class PolicyNode(LifecycleNode):
                 spin_margin=cfg.spin_margin,
                 name="mpo_policy_control",
                 priority=cfg.realtime_priority,
+                warmup=self.controller.warm if self.controller is not None else None,
+                warmup_lead=cfg.warmup_lead,
             )
             if cfg.loop == "thread":
                 self.loop.start()  # single_thread: run() in spin()
