@@ -273,7 +273,6 @@ class PolicyNode(LifecycleNode):
         self._stop_requested = False
         self._configured_at = 0.0
         self.exit_status = 0  # what the process returns after a clean stop (2: refused to run)
-        self.startup_error: MpoRosError | None = None
         self.lifecycle_state = "unconfigured"
 
     # --- lifecycle transitions -------------------------------------------------------------
@@ -282,7 +281,6 @@ class PolicyNode(LifecycleNode):
             self._configure()
         except MpoRosError as exc:
             self.get_logger().error(f"configure failed: {exc}")
-            self.startup_error = exc
             return TransitionCallbackReturn.ERROR
         self.lifecycle_state = "inactive"
         return TransitionCallbackReturn.SUCCESS
@@ -381,6 +379,12 @@ class PolicyNode(LifecycleNode):
         for entity in self._entities:
             self._destroy(entity)
         self._entities = []
+        if self._publish_command is not None:
+            # The command publisher lives inside the publish function; a second configure must not
+            # leave two (the graph check would take this node for its own twin).
+            topic = self.resolve_topic_name(self.config.command_topic)
+            for publisher in [p for p in self.publishers if p.topic_name == topic]:
+                self.destroy_publisher(publisher)
         self._publish_command = None
         self.controller = None
         self.supervisor = None
@@ -443,7 +447,7 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().warning(f"realtime_priority: {problem}")
 
     def start(self) -> None:
-        """autostart: configure and activate now; StartupError (exit 2) if configuring fails."""
+        """autostart: configure and activate now; if configuring fails, stop with exit status 2."""
         if not self.config.autostart:
             self.get_logger().info(
                 "autostart false: waiting for a lifecycle manager to configure and activate"
@@ -451,7 +455,10 @@ class PolicyNode(LifecycleNode):
             return
         self.trigger_configure()
         if self.lifecycle_state != "inactive":
-            raise self.startup_error or StartupError("configure failed (see the log above)")
+            # on_configure logged why; the process ends with exit status 2 and no second line.
+            self.exit_status = 2
+            self._stop_requested = True
+            return
         self.trigger_activate()
 
     def request_stop(self) -> None:

@@ -109,8 +109,19 @@ def test_commands_flow_only_while_active_and_enabled(tmp_path: Path, ik_policy: 
         assert probe.wait_until(lambda: probe.node.count_subscribers("/joint_states") == 1, 5), (
             "cleanup releases the subscriptions"
         )
-        assert client.change(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+        # Configure again after cleanup: everything was released, so nothing is left twice.
+        assert client.change(Transition.TRANSITION_CONFIGURE)
+        assert client.change(Transition.TRANSITION_ACTIVATE)
+        # cleanup forgot the old goal with everything else; the new /goal subscription must match first
+        assert probe.wait_until(lambda: probe.node.count_subscribers("/goal") == 1, 5)
+        probe.publish_goal(0.35, 0.1)
+        probe.stream_joint_states(0.3, NAMES, [0.4, 0.6], [0.0, 0.0])
+        assert probe.set_enabled(True)[0]
+        assert commands_while(probe, 0.6) > 15
+        assert "fault" not in probe.latest_diagnostics().get("safety_state", ""), probe.latest_diagnostics()
+        assert client.change(Transition.TRANSITION_ACTIVE_SHUTDOWN)
         assert client.state() == "finalized"
+        assert commands_while(probe, 0.5) == 0
     finally:
         code = node.stop()
     assert code == 0, node.log()
