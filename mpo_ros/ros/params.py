@@ -238,7 +238,7 @@ def _ros_argument_values(argv: list[str], node_name: str) -> list[tuple[str, dic
             in_ros_args = False
         elif in_ros_args and token == "--params-file":
             path = next(tokens, "")
-            found.append((f"params file {path}", node_parameters_from_file(path, node_name)))
+            found.append((f"params file {path}", _sections_for(Path(path), node_name)))
         elif in_ros_args and token in ("-p", "--param"):
             assignment = next(tokens, "")
             name, sep, text = assignment.partition(":=")
@@ -247,3 +247,27 @@ def _ros_argument_values(argv: list[str], node_name: str) -> list[tuple[str, dic
             # rclpy parses the value as YAML, so `-p rate_hz:=500` is an integer and `:=fast` a string.
             found.append((f"-p {assignment}", {name.rsplit(":", 1)[-1]: yaml.safe_load(text)}))
     return found
+
+
+def _sections_for(path: Path, node_name: str) -> dict[str, Any]:
+    """The ros__parameters that apply to `node_name` in any namespace: wildcard and ``[/ns]/name`` sections.
+
+    More tolerant than `node_parameters_from_file` (a launch may hand one file to several nodes, or
+    run this one in a namespace): sections for other nodes are left alone, not refused.
+    """
+    if not path.is_file():
+        raise ConfigError(f"params file {path} does not exist")
+    with path.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file {path} must map node names to 'ros__parameters:' sections")
+    values: dict[str, Any] = {}
+    for key, section in data.items():
+        name = str(key).rstrip("/").rsplit("/", 1)[-1]
+        if name != node_name and "*" not in str(key):
+            continue
+        params = section.get("ros__parameters") if isinstance(section, dict) else None
+        if not isinstance(params, dict):
+            raise ConfigError(f"params file {path}: '{key}' must hold a 'ros__parameters' mapping")
+        values.update(params)
+    return values

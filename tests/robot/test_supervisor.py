@@ -314,3 +314,24 @@ def test_repeating_faults_are_logged_first_then_summarised(spec) -> None:
         "100 more in the last 1.0 s)",
         "50 more in the last 1.5 s)",
     ]
+
+
+def test_controller_disabled_hold_follows_the_pose_and_enable_starts_from_it(ik_policy) -> None:
+    from mpo_ros.robot.controller import PolicyController
+
+    spec = ik_policy.spec
+    max_delta = np.array([j.max_delta for j in spec.joints])
+    sup, _ = make(spec)
+    controller = PolicyController(ik_policy, sup)
+    feed(sup, positions=(-0.5, 1.2))
+    np.testing.assert_allclose(controller.tick()[0], [-0.5, 1.2])
+    feed(sup, positions=(0.4, 0.6))  # jogged by another controller while disabled
+    held = [controller.tick()[0] for _ in range(10)]
+    np.testing.assert_allclose(held[-1], [0.4, 0.6])  # slewed there at max_delta per tick
+    assert (np.abs(np.diff(np.array([[-0.5, 1.2], *held]), axis=0)) <= max_delta + 1e-12).all()
+    sup.accept_goal([0.2, -0.25])
+    assert sup.enable(True)[0]
+    first, state = controller.tick()
+    assert state is SafetyState.ENABLED
+    assert (np.abs(first - [0.4, 0.6]) <= max_delta + 1e-12).all(), "enable starts from the measured pose"
+    np.testing.assert_allclose(controller.last_command, first)  # one owner: the safety filter

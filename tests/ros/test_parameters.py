@@ -100,3 +100,20 @@ def test_serve_params_file_with_a_wrong_type_names_key_and_file(tmp_path: Path, 
     assert code == 2, log
     assert "state_timeout" in log and str(path) in log
     assert "Traceback" not in log
+
+
+def test_namespaced_and_wildcard_sections_are_checked_and_other_nodes_left_alone(tmp_path: Path) -> None:
+    from mpo_ros.errors import ConfigError
+    from mpo_ros.ros.params import check_ros_arguments
+    from mpo_ros.ros.policy_node import PolicyNodeConfig
+
+    path = tmp_path / "shared.yaml"
+    path.write_text(
+        "/robot1/mpo_policy:\n  ros__parameters:\n    state_timeout: 0.2\n"
+        "mpo_sim:\n  ros__parameters:\n    robot: arm6\n"
+        "/**:\n  ros__parameters:\n    use_sim_time: true\n"
+    )
+    check_ros_arguments(PolicyNodeConfig, ["x", "--ros-args", "--params-file", str(path)], "mpo_policy")
+    path.write_text("/robot1/mpo_policy:\n  ros__parameters:\n    state_timout: 0.2\n")
+    with pytest.raises(ConfigError, match="state_timout"):
+        check_ros_arguments(PolicyNodeConfig, ["x", "--ros-args", "--params-file", str(path)], "mpo_policy")
