@@ -58,6 +58,7 @@ __all__ = [
     "SafetyState",
     "Supervisor",
     "SupervisorSettings",
+    "supervisor_settings",
 ]
 
 ON_STALE_CHOICES = ("hold", "stop")
