@@ -82,15 +82,20 @@ def test_disabled_hold_follows_the_measured_pose_and_enable_starts_from_it(robot
     robot.stream_joint_states(0.8, NAMES, [0.4, 0.6], [0.0, 0.0])
     held = np.array(robot.commands_since(moved))
     np.testing.assert_allclose(held[-1], [0.4, 0.6], atol=1e-9, err_msg="disabled: hold the *current* pose")
+    # Commands go out with keep-last-1 QoS, so a loaded machine may drop one: allow two steps between
+    # received commands (the per-step limit itself is checked exactly in tests/robot).
     steps = np.abs(np.diff(held, axis=0))
-    assert (steps <= MAX_DELTA + 1e-9).all(), "the hold follows the pose within the per-step limit"
+    assert (steps <= 2 * MAX_DELTA + 1e-9).all(), "the hold follows the pose within the per-step limit"
     robot.publish_goal(0.35, 0.1)
     robot.spin_for(0.2)
+    asked = time.monotonic()  # commands may arrive before the service's answer does
     enable(robot)
-    enabled_at = time.monotonic()
     robot.stream_joint_states(0.4, NAMES, [0.4, 0.6], [0.0, 0.0])
-    first = robot.commands_since(enabled_at)[0]
-    assert (np.abs(first - [0.4, 0.6]) <= MAX_DELTA + 1e-9).all(), f"enable jumped: first command {first}"
+    moving = [c for c in robot.commands_since(asked) if np.abs(c - [0.4, 0.6]).max() > 1e-9]
+    assert moving, "enabled with a goal: the policy moves"
+    # The IK target is (-0.47, 1.70); the old code's first command after enable was 1.1 rad from the pose.
+    first = moving[0]
+    assert (np.abs(first - [0.4, 0.6]) <= 2 * MAX_DELTA + 1e-9).all(), f"enable jumped: first command {first}"
 
 
 def test_goals_outside_the_goal_region_are_rejected(policy_node, robot: Probe) -> None:
@@ -125,7 +130,7 @@ def test_measured_positions_beyond_the_limits_are_a_fault(robot: Probe) -> None:
     start = time.monotonic()
     beyond = NAMES, [10.0, 0.6], [0.0, 0.0]
     robot.stream_joint_states(0.8, *beyond)
-    assert robot.commands_since(start + 0.3) == [], "a pose beyond the limits must not be held or chased"
+    assert robot.commands_since(start + 0.5) == [], "a pose beyond the limits must not be held or chased"
     assert robot.stream_until(lambda: robot.latest_diagnostics()["safety_state"] == "fault", 3, *beyond)
     assert "shoulder" in robot.latest_diagnostics()["reason"], robot.latest_diagnostics()
     robot.publish_joint_state(*beyond)

@@ -50,7 +50,7 @@ def commands_while(probe: Probe, seconds: float) -> int:
     """Commands received while the probe plays a still robot for `seconds`."""
     start = time.monotonic()
     probe.stream_joint_states(seconds, NAMES, [0.4, 0.6], [0.0, 0.0])
-    return len(probe.commands_since(start + 0.1))
+    return len(probe.commands_since(start + 0.2))
 
 
 def test_commands_flow_only_while_active_and_enabled(tmp_path: Path, ik_policy: Path, probe: Probe) -> None:
