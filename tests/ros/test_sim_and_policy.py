@@ -93,7 +93,7 @@ def test_enable_drives_the_arm_to_its_goals(nodes, probe_module: Probe) -> None:
     probe = probe_module
     ok, message = probe.set_enabled(True)
     assert ok, message
-    enabled_at = time.monotonic()
+    enabled_at = time.time()
     result_file = nodes["tmp"] / "sim_result.json"
 
     def goals_after_enable() -> list[dict]:
@@ -102,8 +102,9 @@ def test_enable_drives_the_arm_to_its_goals(nodes, probe_module: Probe) -> None:
         reach = json.loads(result_file.read_text())["reach"]
         # The result file is rewritten at each goal change: all but the newest goal are finished.
         finished = reach["per_goal"][:-1]
-        sim_now = json.loads(result_file.read_text())["sim_time"]
-        return [g for g in finished if g["start_time"] >= sim_now - (time.monotonic() - enabled_at) + 0.1]
+        # Wall-clock start times: on a loaded machine simulated time falls behind the wall clock, and
+        # a goal set before the enable must not be judged.
+        return [g for g in finished if g["start_wall_time"] >= enabled_at]
 
     assert probe.wait_until(lambda: len(goals_after_enable()) >= 2, 4 * GOAL_PERIOD + 5)
     goals = goals_after_enable()
