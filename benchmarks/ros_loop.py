@@ -4,7 +4,7 @@ Part 1, mechanisms in one process shaped like the policy node (an rclpy node spi
 SingleThreadedExecutor in the main thread), at 100, 500 and 1000 Hz, each for ``--seconds``:
 
 - ``timer``            an rclpy timer on that executor (the textbook way);
-- ``thread_sleep``     mpo_ros.rate.FixedRateLoop on its own thread, absolute deadlines, one sleep each;
+- ``thread_sleep``     mpo_ros.robot.rate.FixedRateLoop on its own thread, absolute deadlines, one sleep each;
 - ``thread_sleep_spin`` the same, sleeping to 100 us before each deadline and polling the clock after;
 - ``single_thread``    FixedRateLoop on the main thread with ``idle=executor.spin_once``: callbacks run
   in the waiting time (none starts within 300 us of a deadline), then sleep + spin as above;
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "ros_loop.json"
 sys.path.insert(0, str(ROOT))
 
-from mpo_ros.rate import FixedRateLoop, LoopStats  # noqa: E402
+from mpo_ros.robot.rate import FixedRateLoop, LoopStats  # noqa: E402
 from mpo_ros.ros.processes import NodeProcess, free_domain_id, ros_env  # noqa: E402
 
 MECHANISMS = (

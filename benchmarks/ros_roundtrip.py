@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ros_loop import header  # noqa: E402
 
-from mpo_ros.rate import FixedRateLoop, percentile_summary  # noqa: E402
+from mpo_ros.robot.rate import FixedRateLoop, percentile_summary  # noqa: E402
 from mpo_ros.ros.processes import NodeProcess, free_domain_id  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "ros_roundtrip.json"

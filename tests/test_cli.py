@@ -34,7 +34,7 @@ def test_serve_does_not_import_torch() -> None:
     """A robot computer runs `serve` with numpy + onnxruntime + rclpy only; torch must stay out."""
     code = (
         "import sys, mpo_ros.cli, importlib; importlib.import_module(mpo_ros.cli.COMMANDS['serve'][0]);"
-        "import mpo_ros.runtime; print('torch' in sys.modules)"
+        "import mpo_ros.robot.onnx_policy, mpo_ros.robot.safety; print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -89,12 +89,14 @@ def run_demo(
     randomize: str = "none",
     workdir: str | Path | None = None,
     verbose: bool = True,
+    policy_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run sim + policy for `seconds` after enabling; return (and print) the figures.
 
     Returns a dict with ``enabled``, ``diagnostics`` (the policy node's last /diagnostics values),
     ``reach`` (the sim node's summary restricted to goals set after enabling: ``goals``,
     ``goals_reached``, ``per_goal``) and the log paths. Raises RuntimeError when a node fails to start.
+    `policy_args`: extra `mpo-ros serve` flags (benchmarks compare settings with them).
     """
     workdir = Path(workdir or tempfile.mkdtemp(prefix="mpo_demo_"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,9 @@ def run_demo(
     processes: list[NodeProcess] = []
     listener = None
     try:
-        policy_proc = NodeProcess("serve", ["--policy", str(policy)], workdir / "policy.log", domain_id)
+        policy_proc = NodeProcess(
+            "serve", ["--policy", str(policy), *policy_args], workdir / "policy.log", domain_id
+        )
         processes.append(policy_proc)
         sim_args = ["--robot", robot, "--goal-period", str(goal_period), "--randomize", randomize]
         sim_proc = NodeProcess(

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -23,7 +24,10 @@ from mpo_ros.config import from_dict
 from mpo_ros.errors import ConfigError
 
 __all__ = [
+    "BUILTIN_PARAMETERS",
     "add_node_arguments",
+    "check_parameter_values",
+    "check_ros_arguments",
     "cli_parameter_overrides",
     "config_from_cli",
     "declare_config",
@@ -32,6 +36,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# Parameters rclpy declares on every node: accepted in files and -p, not ours to check.
+BUILTIN_PARAMETERS = ("use_sim_time", "start_type_description_service")
 
 _ROS_TYPES = {
     bool: ParameterType.PARAMETER_BOOL,
@@ -67,6 +74,7 @@ def config_from_cli(cls: type[T], args: argparse.Namespace, node_name: str) -> T
     params_file = getattr(args, "params_file", None)
     if params_file:
         values.update(node_parameters_from_file(params_file, node_name))
+        check_parameter_values(cls, values, f"params file {params_file}", node_name)
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         given = getattr(args, field.name, None)
         if given is not None:
@@ -127,7 +135,25 @@ def declare_config(node: Node, cls: type[T], mutable: tuple[str, ...] = ()) -> T
             # `-p rate_hz:=500` arrives as an integer; accept it for float fields and convert.
             dynamic_typing=tp is float,
         )
-        node.declare_parameter(field.name, getattr(defaults, field.name), descriptor)
+        try:
+            node.declare_parameter(field.name, getattr(defaults, field.name), descriptor)
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            raise ConfigError(
+                f"parameter '{field.name}' of node '{node.get_name()}' must be a {tp.__name__}: {exc}"
+            ) from None
+    unknown = sorted(
+        name
+        for name in getattr(node, "_parameter_overrides", {})
+        if name not in {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        and name not in BUILTIN_PARAMETERS
+        and not name.startswith("qos_overrides.")
+    )
+    if unknown:
+        # rclpy keeps overrides it was given for parameters a node never declares, and ignores them.
+        raise ConfigError(
+            f"unknown parameter(s) {unknown} for node '{node.get_name()}' (from --ros-args or a params "
+            f"file); valid keys: {sorted(f.name for f in dataclasses.fields(cls))}"  # type: ignore[arg-type]
+        )
     config = _read(node, cls)
     node.add_on_set_parameters_callback(lambda params: _check_set(node, cls, params))
     return config
@@ -167,3 +193,81 @@ def _check_set(node: Node, cls: type, params: list[Parameter]) -> SetParametersR
     except (ConfigError, TypeError, ValueError) as exc:
         return SetParametersResult(successful=False, reason=str(exc))
     return SetParametersResult(successful=True)
+
+
+def check_parameter_values(cls: type, values: dict[str, Any], source: str, node_name: str) -> None:
+    """Refuse unknown keys and wrongly typed or invalid values from one source, in one line.
+
+    The line names the key, the source (a params file, ``-p``) and the valid keys, so a typo such as
+    ``state_timout`` cannot leave the default in force silently (rclpy ignores parameters a node
+    never declares).
+    """
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(names) - set(BUILTIN_PARAMETERS))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown parameter(s) {unknown} for node '{node_name}'; valid keys: {sorted(names)}"
+        )
+    ours = {k: v for k, v in values.items() if k in names}
+    try:
+        coerced = {k: _coerce(cls, k, v) for k, v in ours.items()}
+        config = dataclasses.replace(cls(), **coerced)
+        config.validate()  # type: ignore[attr-defined]
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc} (node '{node_name}'; valid keys: {sorted(names)})") from None
+
+
+def check_ros_arguments(cls: type, argv: list[str], node_name: str) -> None:
+    """Check the ``--params-file`` files and ``-p name:=value`` of a ``--ros-args`` command line.
+
+    Runs before rclpy starts, so a bad key or value ends the process with one line that names it
+    (exit status 2) instead of being ignored or ending in a traceback.
+    """
+    for source, values in _ros_argument_values(argv, node_name):
+        check_parameter_values(cls, values, source, node_name)
+
+
+def _ros_argument_values(argv: list[str], node_name: str) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    in_ros_args = False
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--ros-args":
+            in_ros_args = True
+        elif token == "--":
+            in_ros_args = False
+        elif in_ros_args and token == "--params-file":
+            path = next(tokens, "")
+            found.append((f"params file {path}", _sections_for(Path(path), node_name)))
+        elif in_ros_args and token in ("-p", "--param"):
+            assignment = next(tokens, "")
+            name, sep, text = assignment.partition(":=")
+            if not sep:
+                raise ConfigError(f"-p {assignment}: write parameters as name:=value")
+            # rclpy parses the value as YAML, so `-p rate_hz:=500` is an integer and `:=fast` a string.
+            found.append((f"-p {assignment}", {name.rsplit(":", 1)[-1]: yaml.safe_load(text)}))
+    return found
+
+
+def _sections_for(path: Path, node_name: str) -> dict[str, Any]:
+    """The ros__parameters that apply to `node_name` in any namespace: wildcard and ``[/ns]/name`` sections.
+
+    More tolerant than `node_parameters_from_file` (a launch may hand one file to several nodes, or
+    run this one in a namespace): sections for other nodes are left alone, not refused.
+    """
+    if not path.is_file():
+        raise ConfigError(f"params file {path} does not exist")
+    with path.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file {path} must map node names to 'ros__parameters:' sections")
+    values: dict[str, Any] = {}
+    for key, section in data.items():
+        name = str(key).rstrip("/").rsplit("/", 1)[-1]
+        if name != node_name and "*" not in str(key):
+            continue
+        params = section.get("ros__parameters") if isinstance(section, dict) else None
+        if not isinstance(params, dict):
+            raise ConfigError(f"params file {path}: '{key}' must hold a 'ros__parameters' mapping")
+        values.update(params)
+    return values

@@ -5,7 +5,7 @@ It publishes /joint_states (sensor-data QoS, contract names; optionally in anoth
 extra joint, or without one joint, to exercise the policy node's name matching), takes position
 commands on ``command_topic`` (Float64MultiArray in contract order, or JointTrajectory by joint
 name), and steps `mpo_ros_sim.robot_sim.RobotSim` one control period per tick from a fixed-rate
-loop (mpo_ros/rate.py) at ``rate_hz * realtime_factor`` wall-clock ticks per second. With
+loop (mpo_ros/robot/rate.py) at ``rate_hz * realtime_factor`` wall-clock ticks per second. With
 ``use_sim_time`` it publishes /clock and stamps messages with simulated time.
 
 For the reach task it also publishes goals (a new one every ``goal_period`` s of simulated time,
@@ -34,15 +34,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from geometry_msgs.msg import PointStamped
+from mpo_ros_sim.randomization import load_profile
+from mpo_ros_sim.robot_sim import RobotSim
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
 
 from mpo_ros.config import option
+from mpo_ros.contract import tasks
+from mpo_ros.contract.spec import load_spec
 from mpo_ros.errors import ConfigError
-from mpo_ros.rate import FixedRateLoop
+from mpo_ros.robot.rate import FixedRateLoop
+from mpo_ros.ros.messages import (
+    SENSOR_QOS,
+    command_from_message,
+    joint_state_message,
+    point_from_goal,
+    stamp,
+)
+from mpo_ros.ros.params import declare_config
 
 __all__ = [
     "NODE_NAME",
     "GoalScore",
     "ReachScorer",
+    "SimNode",
     "SimNodeConfig",
     "add_arguments",
     "main",
@@ -184,191 +203,168 @@ def _published_joint_order(config: SimNodeConfig, joint_names: tuple[str, ...]) 
 # --- the node --------------------------------------------------------------------------------------
 
 
-def _make_node_class() -> type:
-    from geometry_msgs.msg import PointStamped
-    from mpo_ros_sim.randomization import load_profile
-    from mpo_ros_sim.robot_sim import RobotSim
-    from rclpy.node import Node
-    from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import JointState
-    from std_msgs.msg import Float64MultiArray
-    from trajectory_msgs.msg import JointTrajectory
+class SimNode(Node):
+    """RobotSim + topics; the loop thread owns the physics, callbacks only store commands."""
 
-    from mpo_ros.contract import tasks
-    from mpo_ros.contract.spec import load_spec
-    from mpo_ros.ros.messages import (
-        SENSOR_QOS,
-        command_from_message,
-        joint_state_message,
-        point_from_goal,
-        stamp,
-    )
-    from mpo_ros.ros.params import declare_config
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.config: SimNodeConfig = declare_config(self, SimNodeConfig)
+        cfg = self.config
+        self.spec = load_spec(cfg.robot)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.robot = RobotSim(self.spec, load_profile(cfg.randomize), seed=cfg.seed)
+        self.dynamics = self.robot.randomize(self.rng)
+        self.robot.reset()
+        self.rate_hz = cfg.rate_hz or self.spec.control_rate_hz
+        timestep = float(self.robot.model.opt.timestep)
+        self.substeps = max(1, round(1.0 / (self.rate_hz * timestep)))
+        self.use_sim_time = bool(self.get_parameter("use_sim_time").value)
+        self._order = _published_joint_order(cfg, self.spec.joint_names)
+        self._names = [self.spec.joint_names[i] for i in self._order]
+        if cfg.extra_joint:
+            self._names.append(cfg.extra_joint)
+        self.taps: list[Callable[[str, Any], None]] = []
+        self.recorder = _attach_recorder(self) if cfg.record else None
+        self.scorer = ReachScorer(self.spec.task.success_threshold)
+        self._goal: np.ndarray | None = None
+        self._next_goal_time = 0.0
+        self._next_goal_repeat = 0.0
+        self._command: np.ndarray | None = None
+        self._command_lock = threading.Lock()
+        self.commands_received = 0
+        self.commands_rejected = 0
+        self._joint_states = self.create_publisher(JointState, cfg.joint_states_topic, SENSOR_QOS)
+        self._goals = self.create_publisher(PointStamped, cfg.goal_topic, 10)
+        self._clock_publisher = self.create_publisher(Clock, "/clock", 10) if self.use_sim_time else None
+        command_msg = Float64MultiArray if cfg.command_type == "float64_multi_array" else JointTrajectory
+        self.create_subscription(command_msg, cfg.command_topic, self._on_command, 10)
+        self.loop = FixedRateLoop(self.rate_hz * cfg.realtime_factor, self._tick, name="mpo_sim_physics")
+        self.get_logger().info(
+            f"robot '{self.spec.name}' ({cfg.randomize} randomisation) at {self.rate_hz:g} Hz x "
+            f"{cfg.realtime_factor:g} real time; /joint_states names {self._names}; commands <- "
+            f"{cfg.command_topic} [{cfg.command_type}]"
+        )
 
-    class SimNode(Node):
-        """RobotSim + topics; the loop thread owns the physics, callbacks only store commands."""
+    # --- recording hook ----------------------------------------------------------------
+    def add_tap(self, callback: Callable[[str, Any], None]) -> None:
+        """Call `callback(topic, message)` for every message published or received."""
+        self.taps.append(callback)
 
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(NODE_NAME, **kwargs)
-            self.config: SimNodeConfig = declare_config(self, SimNodeConfig)
-            cfg = self.config
-            self.spec = load_spec(cfg.robot)
-            self.rng = np.random.default_rng(cfg.seed)
-            self.robot = RobotSim(self.spec, load_profile(cfg.randomize), seed=cfg.seed)
-            self.dynamics = self.robot.randomize(self.rng)
-            self.robot.reset()
-            self.rate_hz = cfg.rate_hz or self.spec.control_rate_hz
-            timestep = float(self.robot.model.opt.timestep)
-            self.substeps = max(1, round(1.0 / (self.rate_hz * timestep)))
-            self.use_sim_time = bool(self.get_parameter("use_sim_time").value)
-            self._order = _published_joint_order(cfg, self.spec.joint_names)
-            self._names = [self.spec.joint_names[i] for i in self._order]
-            if cfg.extra_joint:
-                self._names.append(cfg.extra_joint)
-            self.taps: list[Callable[[str, Any], None]] = []
-            self.recorder = _attach_recorder(self) if cfg.record else None
-            self.scorer = ReachScorer(self.spec.task.success_threshold)
-            self._goal: np.ndarray | None = None
-            self._next_goal_time = 0.0
-            self._next_goal_repeat = 0.0
-            self._command: np.ndarray | None = None
-            self._command_lock = threading.Lock()
-            self.commands_received = 0
-            self.commands_rejected = 0
-            self._joint_states = self.create_publisher(JointState, cfg.joint_states_topic, SENSOR_QOS)
-            self._goals = self.create_publisher(PointStamped, cfg.goal_topic, 10)
-            self._clock_publisher = self.create_publisher(Clock, "/clock", 10) if self.use_sim_time else None
-            command_msg = Float64MultiArray if cfg.command_type == "float64_multi_array" else JointTrajectory
-            self.create_subscription(command_msg, cfg.command_topic, self._on_command, 10)
-            self.loop = FixedRateLoop(self.rate_hz * cfg.realtime_factor, self._tick, name="mpo_sim_physics")
-            self.get_logger().info(
-                f"robot '{self.spec.name}' ({cfg.randomize} randomisation) at {self.rate_hz:g} Hz x "
-                f"{cfg.realtime_factor:g} real time; /joint_states names {self._names}; commands <- "
-                f"{cfg.command_topic} [{cfg.command_type}]"
-            )
+    def _tap(self, topic: str, msg: Any) -> None:
+        for callback in self.taps:
+            callback(topic, msg)
 
-        # --- recording hook ----------------------------------------------------------------
-        def add_tap(self, callback: Callable[[str, Any], None]) -> None:
-            """Call `callback(topic, message)` for every message published or received."""
-            self.taps.append(callback)
+    # --- inputs ------------------------------------------------------------------------
+    def _on_command(self, msg: Any) -> None:
+        self._tap(self.config.command_topic, msg)
+        try:
+            command = command_from_message(msg, self.spec.joint_names)
+            if not np.all(np.isfinite(command)):
+                raise ValueError(f"non-finite command {command.tolist()}")
+        except ValueError as exc:
+            self.commands_rejected += 1
+            if self.commands_rejected == 1:
+                self.get_logger().error(f"rejected command: {exc}; the servos keep their targets")
+            return
+        with self._command_lock:
+            self._command = command
+            self.commands_received += 1
 
-        def _tap(self, topic: str, msg: Any) -> None:
-            for callback in self.taps:
-                callback(topic, msg)
+    # --- the physics loop --------------------------------------------------------------
+    def start(self) -> None:
+        self.loop.start()
 
-        # --- inputs ------------------------------------------------------------------------
-        def _on_command(self, msg: Any) -> None:
-            self._tap(self.config.command_topic, msg)
-            try:
-                command = command_from_message(msg, self.spec.joint_names)
-                if not np.all(np.isfinite(command)):
-                    raise ValueError(f"non-finite command {command.tolist()}")
-            except ValueError as exc:
-                self.commands_rejected += 1
-                if self.commands_rejected == 1:
-                    self.get_logger().error(f"rejected command: {exc}; the servos keep their targets")
-                return
-            with self._command_lock:
-                self._command = command
-                self.commands_received += 1
+    def stop(self) -> None:
+        self.loop.stop()
 
-        # --- the physics loop --------------------------------------------------------------
-        def start(self) -> None:
-            self.loop.start()
+    def _stamp_ns(self, sim_time: float) -> int:
+        if self.use_sim_time:
+            return round(sim_time * 1e9)
+        return self.get_clock().now().nanoseconds
 
-        def stop(self) -> None:
-            self.loop.stop()
+    def _tick(self) -> None:
+        with self._command_lock:
+            command, self._command = self._command, None
+        if command is not None:
+            self.robot.apply_command(command)
+        self.robot.step(self.substeps)
+        sim_time = self.robot.time
+        stamp_ns = self._stamp_ns(sim_time)
+        if self._clock_publisher is not None:
+            clock = Clock(clock=stamp(stamp_ns))
+            self._clock_publisher.publish(clock)
+            self._tap("/clock", clock)
+        positions, velocities = self.robot.measure()
+        order = self._order
+        names_positions = [positions[i] for i in order]
+        names_velocities = [velocities[i] for i in order]
+        if self.config.extra_joint:
+            names_positions.append(0.0)
+            names_velocities.append(0.0)
+        msg = joint_state_message(
+            self._names, np.array(names_positions), np.array(names_velocities), stamp_ns
+        )
+        self._joint_states.publish(msg)
+        self._tap(self.config.joint_states_topic, msg)
+        self._goal_step(sim_time, stamp_ns)
 
-        def _stamp_ns(self, sim_time: float) -> int:
-            if self.use_sim_time:
-                return round(sim_time * 1e9)
-            return self.get_clock().now().nanoseconds
+    def _goal_step(self, sim_time: float, stamp_ns: int) -> None:
+        if self.config.goal_period <= 0:
+            return
+        if sim_time >= self._next_goal_time:
+            if self._goal is not None:
+                self._write_result()
+            self._goal = tasks.sample_goal(self.spec, self.rng)
+            self.scorer.new_goal(self._goal, sim_time, time.time())
+            self._next_goal_time = sim_time + self.config.goal_period
+            self._next_goal_repeat = sim_time
+        if sim_time >= self._next_goal_repeat:
+            goal_msg = point_from_goal(self._goal, stamp_ns)
+            self._goals.publish(goal_msg)
+            self._tap(self.config.goal_topic, goal_msg)
+            self._next_goal_repeat = sim_time + 0.5
+        assert self._goal is not None
+        self.scorer.update(sim_time, float(tasks.distance(self.robot.ee_position, self._goal)))
 
-        def _tick(self) -> None:
-            with self._command_lock:
-                command, self._command = self._command, None
-            if command is not None:
-                self.robot.apply_command(command)
-            self.robot.step(self.substeps)
-            sim_time = self.robot.time
-            stamp_ns = self._stamp_ns(sim_time)
-            if self._clock_publisher is not None:
-                clock = Clock(clock=stamp(stamp_ns))
-                self._clock_publisher.publish(clock)
-                self._tap("/clock", clock)
-            positions, velocities = self.robot.measure()
-            order = self._order
-            names_positions = [positions[i] for i in order]
-            names_velocities = [velocities[i] for i in order]
-            if self.config.extra_joint:
-                names_positions.append(0.0)
-                names_velocities.append(0.0)
-            msg = joint_state_message(
-                self._names, np.array(names_positions), np.array(names_velocities), stamp_ns
-            )
-            self._joint_states.publish(msg)
-            self._tap(self.config.joint_states_topic, msg)
-            self._goal_step(sim_time, stamp_ns)
+    # --- results -----------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        loop = self.loop.stats.summary()
+        return {
+            "robot": self.spec.name,
+            "randomize": self.config.randomize,
+            "sim_time": self.robot.time,
+            "rate_hz": self.rate_hz,
+            "realtime_factor": self.config.realtime_factor,
+            "loop": loop.as_dict(),
+            "commands_received": self.commands_received,
+            "commands_rejected": self.commands_rejected,
+            "reach": self.scorer.summary(),
+        }
 
-        def _goal_step(self, sim_time: float, stamp_ns: int) -> None:
-            if self.config.goal_period <= 0:
-                return
-            if sim_time >= self._next_goal_time:
-                if self._goal is not None:
-                    self._write_result()
-                self._goal = tasks.sample_goal(self.spec, self.rng)
-                self.scorer.new_goal(self._goal, sim_time, time.time())
-                self._next_goal_time = sim_time + self.config.goal_period
-                self._next_goal_repeat = sim_time
-            if sim_time >= self._next_goal_repeat:
-                goal_msg = point_from_goal(self._goal, stamp_ns)
-                self._goals.publish(goal_msg)
-                self._tap(self.config.goal_topic, goal_msg)
-                self._next_goal_repeat = sim_time + 0.5
-            assert self._goal is not None
-            self.scorer.update(sim_time, float(tasks.distance(self.robot.ee_position, self._goal)))
+    def _write_result(self) -> None:
+        if not self.config.result_file:
+            return
+        path = Path(self.config.result_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.summary(), indent=1, allow_nan=False, default=_json_default))
+        tmp.replace(path)
 
-        # --- results -----------------------------------------------------------------------
-        def summary(self) -> dict[str, Any]:
-            loop = self.loop.stats.summary()
-            return {
-                "robot": self.spec.name,
-                "randomize": self.config.randomize,
-                "sim_time": self.robot.time,
-                "rate_hz": self.rate_hz,
-                "realtime_factor": self.config.realtime_factor,
-                "loop": loop.as_dict(),
-                "commands_received": self.commands_received,
-                "commands_rejected": self.commands_rejected,
-                "reach": self.scorer.summary(),
-            }
-
-        def _write_result(self) -> None:
-            if not self.config.result_file:
-                return
-            path = Path(self.config.result_file)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.summary(), indent=1, allow_nan=False, default=_json_default))
-            tmp.replace(path)
-
-        def finish(self) -> dict[str, Any]:
-            """Stop the physics, log and write the summary."""
-            self.stop()
-            if self.recorder is not None:
-                self.recorder.close()  # after the physics stopped: the bag is complete and valid
-            summary = self.summary()
-            reach = summary["reach"]
-            # Python logging: at shutdown the rclpy context (and with it /rosout) may be gone already.
-            logging.getLogger(NODE_NAME).info(
-                f"simulated {summary['sim_time']:.1f} s: {reach['goals_reached']}/{reach['goals']} goals "
-                f"reached, mean final distance {reach['mean_final_distance']}, "
-                f"{self.commands_received} commands received"
-            )
-            self._write_result()
-            return summary
-
-    return SimNode
+    def finish(self) -> dict[str, Any]:
+        """Stop the physics, log and write the summary."""
+        self.stop()
+        if self.recorder is not None:
+            self.recorder.close()  # after the physics stopped: the bag is complete and valid
+        summary = self.summary()
+        reach = summary["reach"]
+        # Python logging: at shutdown the rclpy context (and with it /rosout) may be gone already.
+        logging.getLogger(NODE_NAME).info(
+            f"simulated {summary['sim_time']:.1f} s: {reach['goals_reached']}/{reach['goals']} goals "
+            f"reached, mean final distance {reach['mean_final_distance']}, "
+            f"{self.commands_received} commands received"
+        )
+        self._write_result()
+        return summary
 
 
 def _json_default(value: Any) -> Any:
@@ -377,16 +373,6 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"not JSON serialisable: {value!r}")
-
-
-_NODE_CLASS: type | None = None
-
-
-def sim_node_class() -> type:
-    global _NODE_CLASS
-    if _NODE_CLASS is None:
-        _NODE_CLASS = _make_node_class()
-    return _NODE_CLASS
 
 
 def _attach_recorder(node: Any) -> Any:
@@ -406,9 +392,9 @@ def _attach_recorder(node: Any) -> Any:
 
 
 def spin_node(parameter_overrides: list[Any] | None = None, ros_args: list[str] | None = None) -> int:
-    from mpo_ros.ros.lifecycle import run_node
+    from mpo_ros.ros.runner import run_node
 
-    return run_node(sim_node_class(), NODE_NAME, parameter_overrides, ros_args)
+    return run_node(SimNode, NODE_NAME, parameter_overrides, ros_args, config_class=SimNodeConfig)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
 Prints the robot contract (joints with limits, control rate, observation layout, action scaling,
 task) and provenance from the file's metadata, then whether the file passes the robot's own load
-checks (:class:`mpo_ros.runtime.OnnxPolicy`). Exit status 0 when it does, 2 when it does not, so a
+checks (:class:`mpo_ros.robot.onnx_policy.OnnxPolicy`). Exit status 0 when it does, 2 when it does not, so a
 deployment script can gate on it. Needs only numpy + onnxruntime, like the robot.
 """
 
@@ -34,7 +34,7 @@ def describe(path: str | Path) -> dict[str, Any]:
     Raises PolicyFileError when the file is unreadable or has no mpo_ros metadata; a file that has
     metadata but fails a load check is described, with ``valid: false`` and the ``problem``.
     """
-    from mpo_ros.runtime import OnnxPolicy
+    from mpo_ros.robot.onnx_policy import OnnxPolicy
 
     path = Path(path)
     if not path.is_file():

@@ -105,7 +105,7 @@ class EvalPolicy:
 
 
 def load_eval_policy(path: str | Path, device: str = "cpu") -> EvalPolicy:
-    """`.onnx` -> mpo_ros.runtime.OnnxPolicy; anything else -> a training checkpoint (file or run dir)."""
+    """`.onnx` -> mpo_ros.robot.onnx_policy.OnnxPolicy; anything else -> a training checkpoint (file or run dir)."""
     path = Path(path)
     if path.suffix == ".onnx":
         return _onnx_policy(path, device)
@@ -113,7 +113,7 @@ def load_eval_policy(path: str | Path, device: str = "cpu") -> EvalPolicy:
 
 
 def _onnx_policy(path: Path, device: str) -> EvalPolicy:
-    from mpo_ros.runtime import OnnxPolicy
+    from mpo_ros.robot.onnx_policy import OnnxPolicy
 
     policy = OnnxPolicy(path, device=device)
 

@@ -9,7 +9,7 @@ and a checksum (see :mod:`mpo_ros.contract.policy_file`). Nothing is written unl
 - ``onnx.checker`` (full check, with shape inference) accepts it;
 - parity: onnxruntime reproduces torch on >= :data:`MIN_PARITY_OBSERVATIONS` observations
   (batched and one at a time) within :data:`PARITY_TOLERANCE` max abs error;
-- the final bytes load through :class:`mpo_ros.runtime.OnnxPolicy`, the exact robot code path.
+- the final bytes load through :class:`mpo_ros.robot.onnx_policy.OnnxPolicy`, the exact robot code path.
 
 The file is written atomically (temp file + rename), so a robot never sees half a policy.
 """
@@ -304,7 +304,9 @@ def _write_verified(
     sealed: bytes, out_path: Path, observations: np.ndarray, expected: np.ndarray, tolerance: float
 ) -> None:
     """Write to a temp file, load it as the robot would, re-check parity, then rename into place."""
-    from mpo_ros.runtime import OnnxPolicy  # no torch inside; imported late to keep this module's deps clear
+    from mpo_ros.robot.onnx_policy import (
+        OnnxPolicy,  # no torch inside; imported late to keep this module's deps clear
+    )
 
     if out_path.is_dir():
         raise ExportError(

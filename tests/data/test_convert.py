@@ -81,7 +81,9 @@ def test_sim_recording_converts_to_the_transitions_the_sim_produced(
     last_cols = [i for i, n in enumerate(names) if n.startswith("last_action/")]
     for e, (start, end) in enumerate(data.episode_bounds()):
         assert np.allclose(obs[start:end, goal_cols], rollouts.goals[e], atol=1e-6)
-        if not cutoff_hz:  # with the filter, last_action is the executed (filtered) command, not the raw action
+        if (
+            not cutoff_hz
+        ):  # with the filter, last_action is the executed (filtered) command, not the raw action
             assert np.allclose(obs[start + 1 : end, last_cols], data.actions[start : end - 1], atol=1e-6)
     within = ~np.asarray(data.truncated)
     assert np.allclose(data.next_observations[:-1][within[:-1]], obs[1:][within[:-1]])

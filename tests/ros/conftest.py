@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,8 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reach_policy import export_reach_policy
 from ros_helpers import Probe
+
+# `make test-jazzy` runs these tests in a venv without torch: the analytic-IK policy is exported in
+# the main venv (`python tests/ros/reach_policy.py OUT`) and handed over through this variable.
+IK_POLICY_ENV = "MPO_ROS_TEST_IK_POLICY"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -22,6 +26,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def ik_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An analytic-IK reach controller for arm2, exported through mpo_ros.training.export."""
+    given = os.environ.get(IK_POLICY_ENV)
+    if given:
+        assert Path(given).is_file(), f"{IK_POLICY_ENV}={given} does not exist"
+        return Path(given)
+    from reach_policy import export_reach_policy
+
     from mpo_ros.contract.spec import load_spec
 
     return export_reach_policy(load_spec("arm2"), tmp_path_factory.mktemp("policies") / "arm2_ik.onnx")

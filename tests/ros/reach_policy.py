@@ -63,3 +63,14 @@ def export_reach_policy(spec: RobotSpec, path: Path) -> Path:
         parity_observations=parity.numpy(),
     )
     return path
+
+
+if __name__ == "__main__":
+    # `make test-jazzy`: export in the main venv (torch), for the ROS tests in the torch-free Jazzy venv.
+    import sys
+
+    from mpo_ros.contract.spec import load_spec
+
+    out = Path(sys.argv[1])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(export_reach_policy(load_spec("arm2"), out))

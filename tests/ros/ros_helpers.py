@@ -87,7 +87,15 @@ class Probe:
     def _on_diagnostics(self, msg: Any) -> None:
         for status in msg.status:
             if status.name.startswith("mpo_policy"):
-                self.diagnostics.append({kv.key: kv.value for kv in status.values})
+                values = {kv.key: kv.value for kv in status.values}
+                # Level (0 OK, 1 WARN, 2 ERROR) and message ride along under keys no node uses.
+                values["_level"] = str(
+                    int.from_bytes(status.level, "little")
+                    if isinstance(status.level, bytes)
+                    else int(status.level)
+                )
+                values["_message"] = status.message
+                self.diagnostics.append(values)
 
     def spin_for(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -127,9 +135,21 @@ class Probe:
         finally:
             self.node.destroy_client(client)
 
-    def publish_joint_state(self, names: list[str], positions: list[float], velocities: list[float]) -> None:
+    def publish_joint_state(
+        self,
+        names: list[str],
+        positions: list[float],
+        velocities: list[float],
+        stamp_ns: int | None = None,
+    ) -> None:
+        """One JointState, stamped now unless `stamp_ns` is given (a stuck driver repeats an old stamp)."""
+        from builtin_interfaces.msg import Time
+
         msg = self._JointState()
-        msg.header.stamp = self.node.get_clock().now().to_msg()
+        if stamp_ns is None:
+            msg.header.stamp = self.node.get_clock().now().to_msg()
+        else:
+            msg.header.stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
         msg.name = names
         msg.position = [float(v) for v in positions]
         msg.velocity = [float(v) for v in velocities]
@@ -153,6 +173,30 @@ class Probe:
         while time.monotonic() < deadline:
             self.publish_joint_state(names, positions, velocities)
             self.spin_for(1.0 / rate_hz)
+
+    def diagnostics_since(
+        self, count: int, predicate: Callable[[dict[str, str]], bool], timeout: float
+    ) -> bool:
+        """True once a /diagnostics status after the first `count` satisfies `predicate`."""
+        return self.wait_until(lambda: any(predicate(d) for d in self.diagnostics[count:]), timeout)
+
+    def stream_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float,
+        names: list[str],
+        positions: list[float],
+        velocities: list[float],
+        rate_hz: float = 100.0,
+    ) -> bool:
+        """Publish the same joint state at `rate_hz` until `predicate()` holds (True) or `timeout` (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            self.publish_joint_state(names, positions, velocities)
+            self.spin_for(1.0 / rate_hz)
+        return predicate()
 
     def latest_diagnostics(self) -> dict[str, str]:
         return self.diagnostics[-1] if self.diagnostics else {}

@@ -93,7 +93,7 @@ def test_enable_drives_the_arm_to_its_goals(nodes, probe_module: Probe) -> None:
     probe = probe_module
     ok, message = probe.set_enabled(True)
     assert ok, message
-    enabled_at = time.monotonic()
+    enabled_at = time.time()
     result_file = nodes["tmp"] / "sim_result.json"
 
     def goals_after_enable() -> list[dict]:
@@ -102,8 +102,9 @@ def test_enable_drives_the_arm_to_its_goals(nodes, probe_module: Probe) -> None:
         reach = json.loads(result_file.read_text())["reach"]
         # The result file is rewritten at each goal change: all but the newest goal are finished.
         finished = reach["per_goal"][:-1]
-        sim_now = json.loads(result_file.read_text())["sim_time"]
-        return [g for g in finished if g["start_time"] >= sim_now - (time.monotonic() - enabled_at) + 0.1]
+        # Wall-clock start times: on a loaded machine simulated time falls behind the wall clock, and
+        # a goal set before the enable must not be judged.
+        return [g for g in finished if g["start_wall_time"] >= enabled_at]
 
     assert probe.wait_until(lambda: len(goals_after_enable()) >= 2, 4 * GOAL_PERIOD + 5)
     goals = goals_after_enable()
@@ -147,7 +148,12 @@ def test_watchdog_holds_when_the_robot_dies_and_recovers(nodes, probe_module: Pr
 
     restarted = time.monotonic()
     nodes["sim"] = start_sim(nodes["tmp"], "second")
-    assert probe.wait_until(lambda: probe.latest_diagnostics().get("safety_state") == "enabled", 30)
+    # The outage outlasted reenable_after_outage (1 s): control resumes only after a new enable.
+    assert probe.wait_until(lambda: probe.latest_diagnostics().get("safety_state") == "disabled", 30)
+    assert "enable again" in nodes["policy"].log()
+    ok, message = probe.set_enabled(True)
+    assert ok, message
+    assert probe.wait_until(lambda: probe.latest_diagnostics().get("safety_state") == "enabled", 5)
     policy_commands = int(probe.latest_diagnostics()["policy_commands"])
     assert probe.wait_until(
         lambda: int(probe.latest_diagnostics()["policy_commands"]) > policy_commands + 20, 5
@@ -164,8 +170,11 @@ def test_on_stale_stop_stops_publishing(nodes, probe_module: Probe) -> None:
     assert ok, reason
     nodes["sim"].kill()
     killed_at = time.monotonic()
-    probe.spin_for(1.0)
-    assert probe.commands_since(killed_at + 0.25 + 0.1) == []
+    probe.spin_for(1.3)
+    # 0.25 s state_timeout plus 0.35 s: on a loaded 2-core machine a node or this probe can stall for a
+    # few hundred ms, and then commands sent before the watchdog tripped are received late.
+    late = probe.commands_since(killed_at + 0.25 + 0.35)
+    assert late == [], f"{len(late)} commands after the sim died:\n{nodes['policy'].log()[-3000:]}"
     nodes["sim"] = start_sim(nodes["tmp"], "third")
     assert probe.wait_until(lambda: len(probe.commands_since(time.monotonic() - 0.2)) > 5, 30)
 
@@ -183,4 +192,5 @@ def test_disable_is_a_software_estop(probe_module: Probe) -> None:
     steps = np.abs(np.diff(np.array(probe.commands_since(after)), axis=0))
     max_delta = np.array([j.max_delta for j in load_spec("arm2").joints])
     assert (steps <= max_delta + 1e-9).all(), "held commands obey the per-step limit"
-    assert probe.latest_diagnostics()["safety_state"] == "disabled"
+    # (a status may still say "stale" for one period: the restarted sim can pause under load)
+    assert probe.wait_until(lambda: probe.latest_diagnostics()["safety_state"] == "disabled", 3)

@@ -24,7 +24,7 @@ from mpo_ros.contract.policy_file import (
 )
 from mpo_ros.contract.spec import load_spec
 from mpo_ros.errors import CheckpointError, ExportError
-from mpo_ros.runtime import OnnxPolicy
+from mpo_ros.robot.onnx_policy import OnnxPolicy
 from mpo_ros.training.export import DEFAULT_OPSET, export_module
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered:UserWarning")

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from mpo_ros.rate import FixedRateLoop, LoopStats
+from mpo_ros.robot.rate import FixedRateLoop, LoopStats
 
 
 def test_stats_from_known_ticks() -> None:
@@ -170,3 +170,22 @@ def test_idle_work_fills_the_wait_but_stops_before_the_deadline() -> None:
     for start, budget in slices:
         next_deadline = deadlines[deadlines > start].min()
         assert start + budget * 1e9 <= next_deadline - 300_000 + 1
+
+
+def test_warmup_runs_once_before_every_step() -> None:
+    events: list[str] = []
+    loop = FixedRateLoop(
+        200.0,
+        lambda: events.append("step"),
+        warmup=lambda: events.append("warm"),
+        warmup_lead=0.001,
+    )
+    loop.run_for(0.1)
+    assert events[:2] == ["warm", "step"]
+    assert events == ["warm", "step"] * (len(events) // 2)
+    assert len(events) == 2 * 20
+
+
+def test_warmup_lead_must_fit_in_the_period() -> None:
+    with pytest.raises(ValueError, match="warmup_lead"):
+        FixedRateLoop(1000.0, lambda: None, warmup=lambda: None, warmup_lead=0.002)

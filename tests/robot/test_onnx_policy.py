@@ -26,7 +26,7 @@ from mpo_ros.contract.policy_file import (
 )
 from mpo_ros.contract.spec import JointSpec, RobotSpec, TaskSpec, load_spec
 from mpo_ros.errors import ContractError, PolicyFileError
-from mpo_ros.runtime import NonFiniteActionError, OnnxPolicy, ProviderUnavailableError
+from mpo_ros.robot.onnx_policy import NonFiniteActionError, OnnxPolicy, ProviderUnavailableError
 
 torch.set_num_threads(1)
 
@@ -266,6 +266,6 @@ def test_nan_output_for_some_observations_raises(tmp_path: Path) -> None:
 
 
 def test_robot_side_imports_no_torch() -> None:
-    code = "import sys, mpo_ros.runtime, mpo_ros.tools.inspect; print('torch' in sys.modules, 'rclpy' in sys.modules)"
+    code = "import sys, mpo_ros.robot.onnx_policy, mpo_ros.robot.safety, mpo_ros.tools.inspect; print('torch' in sys.modules, 'rclpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

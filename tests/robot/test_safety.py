@@ -19,13 +19,13 @@ from mpo_ros.contract.observation import (
 from mpo_ros.contract.policy_file import MissingContractError
 from mpo_ros.contract.spec import load_spec
 from mpo_ros.errors import ContractError
-from mpo_ros.runtime import (
+from mpo_ros.robot.onnx_policy import OnnxPolicy
+from mpo_ros.robot.safety import (
     FAULT_BAD_INPUT,
     FAULT_NONFINITE_ACTION,
     FAULT_NONFINITE_OBSERVATION,
     FAULT_NOT_ENABLED,
     FAULT_STOPPED,
-    OnnxPolicy,
     SafetyFilter,
     policy_step,
 )
