@@ -346,11 +346,12 @@ class Supervisor:
             for i in np.flatnonzero(bad)
         )
 
-    def accept_goal(self, goal: Sequence[float] | np.ndarray) -> bool:
-        """Store a goal if it is finite, float32-representable and inside the goal region + margin."""
+    def accept_goal(self, goal: Sequence[float] | np.ndarray, frame_id: str = "") -> bool:
+        """Store a goal if it is in the contract's goal frame (an empty frame_id is taken to mean it),
+        finite, float32-representable and inside the goal region + margin."""
         goal = np.asarray(goal, dtype=np.float64)
         with self._lock:
-            problem = self._goal_problem(goal)
+            problem = self._frame_problem(frame_id) or self._goal_problem(goal)
             if problem:
                 self.counters.rejected_goals += 1
                 self._log.report(
@@ -359,6 +360,15 @@ class Supervisor:
                 return False
             self._s.goal = goal
             return True
+
+    def _frame_problem(self, frame_id: str) -> str:
+        expected = self.spec.task.goal_frame
+        if frame_id and frame_id != expected:
+            return (
+                f"stamped in frame '{frame_id}', but this policy's goals are in '{expected}' (the contract's "
+                f"task.goal_frame); transform the goal into '{expected}' before sending it"
+            )
+        return ""
 
     def _goal_problem(self, goal: np.ndarray) -> str:
         if goal.shape != (self.spec.task.goal_dim,):

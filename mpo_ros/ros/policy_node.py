@@ -152,6 +152,11 @@ class PolicyNodeConfig(SupervisorSettings):
     joint_states_topic: str = option("/joint_states", "sensor_msgs/JointState input (sensor-data QoS)")
     command_topic: str = option("/forward_position_controller/commands", "position command output topic")
     command_type: str = option("float64_multi_array", "command message type", choices=COMMAND_TYPE_CHOICES)
+    allow_interface_mismatch: bool = option(
+        False,
+        "publish even if command_topic names another command interface than the contract's (e.g. "
+        "/forward_velocity_controller/commands for a position contract); only for a remapped topic you trust",
+    )
     goal_topic: str = option("/goal", "geometry_msgs/PointStamped goal input (x, y for a 2-D goal)")
     loop: str = option(
         "single_thread", "control loop mechanism (see the module docstring)", choices=LOOP_CHOICES
@@ -337,6 +342,7 @@ class PolicyNode(LifecycleNode):
                 f"warmup_lead {cfg.warmup_lead} s + spin_margin {cfg.spin_margin} s leave too little of the "
                 f"{1e3 / self.rate_hz:.3g} ms period at {self.rate_hz:g} Hz; lower warmup_lead (0 = off)"
             )
+        check_command_interface(cfg.command_topic, spec.command_interface, cfg.allow_interface_mismatch)
         self.supervisor = Supervisor(spec, supervisor_settings(cfg))
         self.controller = PolicyController(self.policy, self.supervisor)
         self._goal_dim = spec.task.goal_dim
@@ -528,7 +534,7 @@ class PolicyNode(LifecycleNode):
 
     def _on_goal(self, msg: PointStamped) -> None:
         if self.supervisor is not None:
-            self.supervisor.accept_goal(goal_from_point(msg, self._goal_dim))
+            self.supervisor.accept_goal(goal_from_point(msg, self._goal_dim), msg.header.frame_id)
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         assert self.supervisor is not None
@@ -714,6 +720,21 @@ def run(args: argparse.Namespace) -> int:
     from mpo_ros.ros.params import cli_parameter_overrides
 
     return spin_node(parameter_overrides=cli_parameter_overrides(PolicyNodeConfig, args, NODE_NAME))
+
+
+INTERFACE_WORDS = ("position", "velocity", "effort")
+
+
+def check_command_interface(topic: str, interface: str, allow_mismatch: bool) -> None:
+    """Refuse a command topic whose name says it feeds another interface than the contract's: absolute
+    positions published on /forward_velocity_controller/commands would be taken as rad/s by the robot."""
+    named = [word for word in INTERFACE_WORDS if word in topic.lower()]
+    if named and interface not in named and not allow_mismatch:
+        raise ConfigError(
+            f"command_topic {topic} names a {'/'.join(named)} controller, but the policy's contract commands "
+            f"the '{interface}' interface; publish to that controller's topic (e.g. /forward_{interface}_"
+            "controller/commands), or set allow_interface_mismatch: true if the topic is remapped on purpose"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -319,7 +319,7 @@ class SimNode(Node):
             self._next_goal_time = sim_time + self.config.goal_period
             self._next_goal_repeat = sim_time
         if sim_time >= self._next_goal_repeat:
-            goal_msg = point_from_goal(self._goal, stamp_ns)
+            goal_msg = point_from_goal(self._goal, stamp_ns, self.spec.task.goal_frame)
             self._goals.publish(goal_msg)
             self._tap(self.config.goal_topic, goal_msg)
             self._next_goal_repeat = sim_time + 0.5

@@ -335,3 +335,14 @@ def test_controller_disabled_hold_follows_the_pose_and_enable_starts_from_it(ik_
     assert state is SafetyState.ENABLED
     assert (np.abs(first - [0.4, 0.6]) <= max_delta + 1e-12).all(), "enable starts from the measured pose"
     np.testing.assert_allclose(controller.last_command, first)  # one owner: the safety filter
+
+
+def test_a_goal_in_another_frame_is_rejected(spec) -> None:
+    """Goals are positions in the contract's task.goal_frame (base_link); a goal stamped in another frame
+    (a UR5e user sending `base` or `world` coordinates) is refused, never chased in the wrong frame."""
+    sup, _ = make(spec)
+    feed(sup)
+    assert not sup.accept_goal([0.3, 0.1], "world")
+    assert sup.counters.rejected_goals == 1
+    assert sup.accept_goal([0.3, 0.1], "base_link") and sup.accept_goal([0.3, 0.1], "")
+    assert sup.counters.rejected_goals == 1

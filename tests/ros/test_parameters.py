@@ -117,3 +117,33 @@ def test_namespaced_and_wildcard_sections_are_checked_and_other_nodes_left_alone
     path.write_text("/robot1/mpo_policy:\n  ros__parameters:\n    state_timout: 0.2\n")
     with pytest.raises(ConfigError, match="state_timout"):
         check_ros_arguments(PolicyNodeConfig, ["x", "--ros-args", "--params-file", str(path)], "mpo_policy")
+
+
+def test_a_command_topic_of_another_interface_is_refused(tmp_path: Path, ik_policy: Path) -> None:
+    """A position contract publishing on a velocity controller's topic would command rad as rad/s."""
+    node = start(
+        tmp_path,
+        "serve",
+        [sys.executable, "-m", "mpo_ros.cli", "serve"],
+        ["--policy", str(ik_policy), "--command-topic", "/forward_velocity_controller/commands"],
+    )
+    code, log = finish(node)
+    assert code == 2, log
+    assert "names a velocity controller, but the policy's contract commands the 'position' interface" in log
+    assert "Traceback" not in log
+    # Overridden explicitly (a remapped topic), the node runs.
+    node = start(
+        tmp_path,
+        "serve_override",
+        [sys.executable, "-m", "mpo_ros.cli", "serve"],
+        ["--policy", str(ik_policy), "--command-topic", "/forward_velocity_controller/commands",
+         "--allow-interface-mismatch", "true"],
+    )  # fmt: skip
+    import time
+
+    deadline = time.monotonic() + 30
+    while "DISABLED until" not in node.log() and node.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = node.log()
+    node.stop()
+    assert "DISABLED until" in log, log  # configured and active: the override was accepted
