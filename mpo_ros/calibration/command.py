@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--params",
         nargs="+",
         default=defaults.params,
-        help=f"what to fit: {list(JOINT_QUANTITIES) + [LATENCY]} (all joints) or '<joint>/<quantity>'",
+        help=f"what to fit: {[*list(JOINT_QUANTITIES), LATENCY]} (all joints) or '<joint>/<quantity>'",
     )
     parser.add_argument("--joint-states-topic", default=defaults.joint_states_topic)
     parser.add_argument("--command-topic", default=defaults.command_topic)

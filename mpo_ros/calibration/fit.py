@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 
 import mujoco
 import numpy as np
+from mpo_ros_sim.model import bind, mjcf_path
 from mujoco import minimize as mujoco_minimize
 from mujoco import sysid
-from mpo_ros_sim.model import bind, mjcf_path
 
 from mpo_ros.calibration.logs import LogSegment
 from mpo_ros.contract.spec import RobotSpec
@@ -105,7 +105,7 @@ def parameter_names(spec: RobotSpec, quantities: Sequence[str]) -> list[str]:
             names.append(item)
         else:
             raise CalibrationError(
-                f"unknown parameter '{item}'; use {list(JOINT_QUANTITIES) + [LATENCY]} or '<joint>/<quantity>'"
+                f"unknown parameter '{item}'; use {[*list(JOINT_QUANTITIES), LATENCY]} or '<joint>/<quantity>'"
             )
     return list(dict.fromkeys(names))
 
@@ -178,7 +178,7 @@ class _Problem:
     def x_scale(self) -> np.ndarray:
         """Typical magnitude per parameter, so the solver steps are well scaled (kp ~ 10, armature ~ 1e-3)."""
         scales = []
-        for name in self.params.keys():
+        for name in self.params.keys():  # noqa: SIM118 - ParameterDict iterates by index, not key
             p = self.params[name]
             typical = abs(float(p.nominal[0]))
             span = float(p.max_value[0] - p.min_value[0])

@@ -13,6 +13,7 @@ is used for both streams, since header stamps of a simulator can be sim time and
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,7 +203,7 @@ def _segments(
             GAP_PERIODS,
         )
     segments = []
-    for lo, hi in zip(bounds_ns[:-1], bounds_ns[1:], strict=True):
+    for lo, hi in itertools.pairwise(bounds_ns):
         s = (state_ns >= lo) & (state_ns < hi)
         c = (command_ns >= lo) & (command_ns < hi)
         if not c.any() or s.sum() < 2:

@@ -35,12 +35,13 @@ def record_sim_excitation(
     latency_steps: int = 0,
     position_noise: float = 0.0,
     seed: int = 0,
-    topics: LogTopics = LogTopics(),
+    topics: LogTopics | None = None,
 ) -> dict[str, int]:
     """Run the excitation plan on `spec`'s simulator with `latency_steps` of command delay; record it.
 
     Returns the message count per topic.
     """
+    topics = topics or LogTopics()
     profile = RandomizationProfile(
         latency_steps=Range(latency_steps, latency_steps),
         observation_noise_position=Range(position_noise, position_noise),
