@@ -185,15 +185,21 @@ def _segments(
             "the simulator cannot replay it: cut the bag or fix the publisher"
         )
     if np.any(~np.isfinite(velocities)):
-        # Velocities are optional in JointState; without them the fit uses positions only for that row.
-        log.warning("%s: some /joint_states velocities are missing or NaN; those samples are ignored", source)
+        # Velocities are optional in JointState; without them the fit compares positions only.
+        log.warning("%s: some /joint_states velocities are missing or NaN; fitting to positions only", source)
     gap_ns = GAP_PERIODS * spec.control_period * 1e9
     cuts = set(np.flatnonzero(np.diff(state_ns) > gap_ns) + 1)
     bounds_ns = [state_ns[0]] + [state_ns[c] for c in sorted(cuts)] + [state_ns[-1] + 1]
     command_gaps = np.flatnonzero(np.diff(command_ns) > gap_ns)
     for g in command_gaps:
         bounds_ns.append(command_ns[g + 1])
-    bounds_ns = sorted(set(int(b) for b in bounds_ns))
+    # A pause in both streams gives two boundaries a fraction of a period apart: keep one.
+    merged: list[int] = []
+    for b in sorted(int(b) for b in bounds_ns):
+        if not merged or b - merged[-1] > gap_ns:
+            merged.append(b)
+    merged[-1] = max(merged[-1], int(state_ns[-1]) + 1)
+    bounds_ns = merged
     if len(bounds_ns) > 2:
         log.warning(
             "%s: %d gap(s) longer than %.0f control periods in /joint_states or the commands; the log is "
