@@ -107,7 +107,25 @@ def parameter_names(spec: RobotSpec, quantities: Sequence[str]) -> list[str]:
             raise CalibrationError(
                 f"unknown parameter '{item}'; use {[*list(JOINT_QUANTITIES), LATENCY]} or '<joint>/<quantity>'"
             )
-    return list(dict.fromkeys(names))
+    names = list(dict.fromkeys(names))
+    _refuse_twins(spec, names)
+    return names
+
+
+def _refuse_twins(spec: RobotSpec, names: list[str]) -> None:
+    """Joint damping and servo kv of one joint are one velocity gain to the dynamics: fit one of them.
+
+    Fitting both leaves a flat valley (the fit trades one against the other, and sysid's intervals
+    come out infinite for every parameter), so the request is refused up front, naming the pair.
+    """
+    twins = [j for j in spec.joint_names if f"{j}/damping" in names and f"{j}/kv" in names]
+    if twins:
+        pairs = ", ".join(f"{j}/damping + {j}/kv" for j in twins)
+        raise CalibrationError(
+            f"cannot identify {pairs} together: joint damping and the servo's kv both act as torque "
+            "proportional to joint velocity, so only their sum shows in the logs; fit one of them "
+            "(--params damping ... or --params kv ...), the other keeps its MJCF value"
+        )
 
 
 # --- the sysid problem ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
@@ -58,13 +59,18 @@ class ExciteConfig:
     stale_timeout: float = 0.25
     start_timeout: float = 10.0
     storage: str = "mcap"
+    # Take time from /clock (a simulator's physics time): plan, timer and recording follow it, so
+    # the logged dynamics stay true when the simulator runs slower than real time. The watchdog
+    # stays on the wall clock.
+    use_sim_time: bool = False
 
 
 class ExciteNode(Node):
     """Timer at the contract rate: target from the plan -> SafetyFilter -> command; records both topics."""
 
     def __init__(self, config: ExciteConfig, spec: RobotSpec) -> None:
-        super().__init__(NODE_NAME)
+        overrides = [Parameter("use_sim_time", value=True)] if config.use_sim_time else []
+        super().__init__(NODE_NAME, parameter_overrides=overrides)
         self.config, self.spec = config, spec
         self.recorder = BagRecorder(config.record, storage=config.storage).open()
         self.safety = SafetyFilter(spec, on_fault="stop")
@@ -73,7 +79,7 @@ class ExciteNode(Node):
         self._measured: np.ndarray | None = None
         self._measured_at = 0.0
         self._started_at = time.monotonic()
-        self._plan_started = 0.0
+        self._plan_started_ns = 0
         self._commands = self.create_publisher(Float64MultiArray, config.command_topic, 10)
         self.create_subscription(JointState, config.joint_states_topic, self._on_joint_state, SENSOR_QOS)
         self.create_service(SetBool, "~/enable", self._on_enable)
@@ -127,9 +133,9 @@ class ExciteNode(Node):
         if self.plan is None:
             self.plan = ExcitationPlan(self.spec, self.config.excitation, self._measured.copy())
             self.safety.reset(self._measured)
-            self._plan_started = now
+            self._plan_started_ns = self.get_clock().now().nanoseconds
             log.info("start pose %s; ramping to the default pose", np.round(self._measured, 4).tolist())
-        t = now - self._plan_started
+        t = (self.get_clock().now().nanoseconds - self._plan_started_ns) * 1e-9
         decision = self.safety.step_command(self._measured, self.plan.target(t))
         if not decision.publish:
             self._stop(f"the safety filter stopped the run ({decision.fault})")
@@ -184,6 +190,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--start-timeout", type=float, default=10.0, help="wait for the first /joint_states (s)"
     )
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    parser.add_argument(
+        "--use-sim-time", action="store_true", help="time from /clock (run sim-robot with --use-sim-time too)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
         stale_timeout=args.stale_timeout,
         start_timeout=args.start_timeout,
         storage=args.storage,
+        use_sim_time=args.use_sim_time,
     )
     spec = load_spec(config.robot)
     excitation.check(spec)

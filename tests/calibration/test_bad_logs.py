@@ -111,3 +111,16 @@ def test_unknown_parameter_is_refused(tmp_path: Path, excitation_bag: Path) -> N
                 robot="arm2", out=str(tmp_path / "o"), bag=[str(excitation_bag)], params=["stiffness"]
             )
         )
+
+
+def test_damping_and_kv_of_one_joint_are_refused_together(tmp_path: Path, excitation_bag: Path) -> None:
+    # Both are a torque proportional to joint velocity: only their sum is in the logs.
+    with pytest.raises(CalibrationError, match=r"shoulder/damping \+ shoulder/kv.*elbow/damping \+ elbow/kv"):
+        calibrate(
+            CalibrateConfig(
+                robot="arm2",
+                out=str(tmp_path / "o"),
+                bag=[str(excitation_bag)],
+                params=["damping", "kv", "kp"],
+            )
+        )

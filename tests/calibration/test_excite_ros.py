@@ -13,6 +13,7 @@ pytest.importorskip("rclpy")
 
 from mpo_ros.calibration.logs import LogTopics, load_bag_segments
 from mpo_ros.contract.spec import load_spec
+from mpo_ros.data.bag_reader import open_bag
 from mpo_ros.ros import processes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,21 +31,33 @@ def _excite(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     )
 
 
-def test_excite_runs_against_sim_robot_and_returns_to_the_start_pose(tmp_path: Path) -> None:
+@pytest.mark.parametrize("clock", ["wall", "sim"])
+def test_excite_runs_against_sim_robot_and_returns_to_the_start_pose(tmp_path: Path, clock: str) -> None:
     spec = load_spec("arm2")
+    sim_time = ["--use-sim-time"] if clock == "sim" else []
     sim = processes.NodeProcess(
-        "sim-robot", ["--robot", "arm2", "--goal-period", "0"], tmp_path / "sim.log", DOMAIN, cwd=REPO
+        "sim-robot",
+        ["--robot", "arm2", "--goal-period", "0", *sim_time],
+        tmp_path / "sim.log",
+        DOMAIN,
+        cwd=REPO,
     )
     try:
         assert sim.wait_for_log("robot 'arm2'", timeout=60), sim.log()
         bag = tmp_path / "excite"
         done = _excite(
-            ["--robot", "arm2", "--record", str(bag), "--duration", "3", "--ramp-seconds", "0.5"], timeout=120
+            ["--robot", "arm2", "--record", str(bag), "--duration", "3", "--ramp-seconds", "0.5", *sim_time],
+            timeout=120,
         )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     finally:
         sim.stop()
     assert (bag / "metadata.yaml").is_file()  # closed properly
+    with open_bag(bag) as opened:
+        _, first_ns, _ = next(iter(opened.messages([LogTopics().joint_states])))
+    assert (first_ns < 3600 * 10**9) == (
+        clock == "sim"
+    )  # sim time starts at 0, the wall clock in 1970 + 56 y
     segments = load_bag_segments(bag, spec, LogTopics(), min_seconds=1.0)
     commands = np.concatenate([s.commands for s in segments])
     positions = np.concatenate([s.positions for s in segments])
