@@ -187,6 +187,16 @@ def _segments(
     if np.any(~np.isfinite(velocities)):
         # Velocities are optional in JointState; without them the fit compares positions only.
         log.warning("%s: some /joint_states velocities are missing or NaN; fitting to positions only", source)
+    # Two samples stamped alike (a node clock driven by /clock ticks in whole periods) cannot both be
+    # compared with a simulation at one instant: keep the later, the freshest.
+    unique = np.append(np.diff(state_ns) > 0, True)
+    if not unique.all():
+        log.info(
+            "%s: %d /joint_states samples share a timestamp with the next; kept the later",
+            source,
+            (~unique).sum(),
+        )
+        state_ns, positions, velocities = state_ns[unique], positions[unique], velocities[unique]
     gap_ns = GAP_PERIODS * spec.control_period * 1e9
     cuts = set(np.flatnonzero(np.diff(state_ns) > gap_ns) + 1)
     bounds_ns = [state_ns[0]] + [state_ns[c] for c in sorted(cuts)] + [state_ns[-1] + 1]
