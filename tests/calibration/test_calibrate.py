@@ -18,6 +18,8 @@ from mpo_ros_sim.reach_env import RobotReachEnv
 
 from mpo_ros.calibration.command import CalibrateConfig, calibrate
 from mpo_ros.contract.spec import RobotSpec, load_spec
+from mpo_ros.data.convert import Bag2DataConfig, convert_bags
+from mpo_ros.data.scripted import record_scripted_bag
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,3 +96,27 @@ def test_cli_writes_a_usable_robot_profile_and_report(
 def test_perturbation_is_large_enough_to_matter() -> None:
     # Guards the known-truth test: every perturbed quantity moves by more than the 10 % tolerance.
     assert all(abs(factor - 1.0) > 0.1 for factor in PERTURBATION.values())
+
+
+def test_recovers_parameters_from_a_converted_dataset(
+    tmp_path: Path, real_robot: tuple[RobotSpec, dict]
+) -> None:
+    # Scripted reaches on the real robot, logged as a robot would and converted by bag2data.
+    spec, truth = real_robot
+    record_scripted_bag(spec, tmp_path / "bag", episodes=12, seed=3)
+    dataset, _ = convert_bags(
+        Bag2DataConfig(bags=[str(tmp_path / "bag")], robot="arm2", out=str(tmp_path / "ds"), progress=False)
+    )
+    result = calibrate(
+        CalibrateConfig(
+            robot="arm2",
+            out=str(tmp_path / "out"),
+            data=[str(dataset)],
+            params=["damping", "kp", "armature", "latency"],
+            min_segment_seconds=1.0,  # reach episodes last 1.5 s
+        )
+    )
+    for name, true_value in truth.items():
+        assert abs(result.parameters[name].value - true_value) <= 0.10 * true_value, name
+    assert round(result.latency_s / spec.control_period) == 0
+    assert result.validation_rmse_after < 0.1 * result.validation_rmse_before
