@@ -125,9 +125,11 @@ def calibrate(config: CalibrateConfig) -> FitResult:
         total,
         sum(s.duration for s in validation),
     )
-    result = fit(spec, train, validation, names, config.max_iterations)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = fit(spec, train, validation, names, config.max_iterations, html_report=out / "sysid_report.html")
     sources = [str(p) for p in config.bag + config.data]
-    write_outputs(spec, result, Path(config.out), config.base_profile, config.min_relative_range, sources)
+    write_outputs(spec, result, out, config.base_profile, config.min_relative_range, sources)
     return result
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import mujoco
 import numpy as np
@@ -275,8 +276,13 @@ def fit(
     validation: list[LogSegment],
     quantities: Sequence[str] = DEFAULT_PARAMETERS,
     max_iterations: int = MAX_ITERATIONS,
+    html_report: Path | None = None,
 ) -> FitResult:
-    """Fit the chosen quantities on `train`, report the position RMSE on `validation` before/after."""
+    """Fit the chosen quantities on `train`, report the position RMSE on `validation` before/after.
+
+    `html_report`: also write sysid's own HTML report of the training fit there (parameter table,
+    intervals, signals, optimisation trace).
+    """
     names = parameter_names(spec, quantities)
     problem = _Problem(spec, names)
     _check_actuator_names(problem)
@@ -297,6 +303,17 @@ def fit(
     x_hat = fitted.as_vector()
     if not np.all(np.isfinite(x_hat)):
         raise CalibrationError(f"the fit diverged (parameters {dict(zip(names, x_hat, strict=True))})")
+    if html_report is not None:
+        report = sysid.default_report(
+            [train_seq],
+            initial,
+            fitted,
+            residual_fn,
+            result,
+            title=f"{spec.name} calibration",
+            generate_videos=False,
+        )
+        report.save(str(html_report))
     intervals = _intervals(residual_fn, fitted, x_hat)
     parameters, warnings = _collect(problem, fitted, intervals, names)
     latency = parameters[LATENCY].value if LATENCY in parameters else 0.0

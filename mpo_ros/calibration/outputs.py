@@ -11,6 +11,7 @@
   identify (masses, noise, jitter, unfitted gains) keep the base profile's ranges.
 * ``report.png`` and ``report.md``: validation trajectories measured vs simulated before and after,
   and the parameter table with intervals and warnings.
+* ``sysid_report.html`` (written by `fit`): mujoco.sysid's own report of the training fit.
 """
 
 from __future__ import annotations

@@ -91,6 +91,7 @@ def test_cli_writes_a_usable_robot_profile_and_report(
         env_.close()
     assert (out / "report.png").stat().st_size > 10_000
     assert "validation" in (out / "report.md").read_text().lower()
+    assert "<html" in (out / "sysid_report.html").read_text()[:2000].lower()
 
 
 def test_perturbation_is_large_enough_to_matter() -> None:
