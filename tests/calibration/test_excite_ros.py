@@ -84,14 +84,14 @@ def test_excite_without_joint_states_stops_and_closes_the_recording(tmp_path: Pa
 def test_excite_then_calibrate_recovers_a_perturbed_sim_robot(
     tmp_path: Path, real_robot: tuple[RobotSpec, dict]
 ) -> None:
-    # The whole ROS round trip: sim-robot runs the secretly perturbed arm2 (on /clock, at half real
-    # time so commands never miss a physics tick on a loaded machine), excite records, calibrate fits.
+    # The whole ROS round trip: sim-robot runs the secretly perturbed arm2 (on /clock, at a quarter of real
+    # time so commands do not miss physics ticks on a loaded machine), excite records, calibrate fits.
     spec, truth = real_robot
     sim = processes.NodeProcess(
         "sim-robot",
         [
             *("--robot", str(Path(spec.source_dir) / f"{spec.name}_real.yaml"), "--goal-period", "0"),
-            *("--use-sim-time", "--realtime-factor", "0.5"),
+            *("--use-sim-time", "--realtime-factor", "0.25"),
         ],
         tmp_path / "sim.log",
         DOMAIN,
@@ -101,7 +101,7 @@ def test_excite_then_calibrate_recovers_a_perturbed_sim_robot(
         assert sim.wait_for_log("robot 'arm2'", timeout=60), sim.log()
         bag = tmp_path / "excite"
         done = _excite(
-            ["--robot", "arm2", "--record", str(bag), "--duration", "8", "--use-sim-time"], timeout=180
+            ["--robot", "arm2", "--record", str(bag), "--duration", "6", "--use-sim-time"], timeout=180
         )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     finally:
