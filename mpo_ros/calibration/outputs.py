@@ -126,7 +126,8 @@ def _latency_ranges(spec: RobotSpec, result: FitResult, min_relative_range: floa
     period = spec.control_period
     half = max(0.5 * (p.ci_high - p.ci_low), 0.25 * period, min_relative_range * abs(p.value))
     centre = max(p.value / period, 0.0)
-    steps = math.floor(centre + 1e-6)
+    # A fit just below a whole period (0.98 of one) is that period: its whole part must not drop to 0.
+    steps = math.floor(centre + 0.05)
     low = max(centre - half / period - steps, 0.0)
     high = min(centre + half / period - steps, 0.95)
     return {"latency_steps": [steps, steps], "latency_fraction": [low, max(low, high)]}

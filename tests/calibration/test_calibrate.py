@@ -17,6 +17,8 @@ from mpo_ros_sim.randomization import load_profile
 from mpo_ros_sim.reach_env import RobotReachEnv
 
 from mpo_ros.calibration.command import CalibrateConfig, calibrate
+from mpo_ros.calibration.fit import FitResult, FittedParameter
+from mpo_ros.calibration.outputs import calibrated_profile
 from mpo_ros.contract.spec import RobotSpec, load_spec
 from mpo_ros.data.convert import Bag2DataConfig, convert_bags
 from mpo_ros.data.scripted import record_scripted_bag
@@ -121,3 +123,20 @@ def test_recovers_parameters_from_a_converted_dataset(
         assert abs(result.parameters[name].value - true_value) <= 0.10 * true_value, name
     assert round(result.latency_s / spec.control_period) == 0
     assert result.validation_rmse_after < 0.1 * result.validation_rmse_before
+
+
+@pytest.mark.parametrize(
+    "latency_periods,steps,fraction",
+    [(0.98, 1, (0.0, 0.23)), (1.0, 1, (0.0, 0.25)), (0.5, 0, (0.25, 0.75)), (0.0, 0, (0.0, 0.25))],
+)
+def test_profile_latency_covers_the_fit(
+    nominal_spec: RobotSpec, latency_periods: float, steps: int, fraction: tuple[float, float]
+) -> None:
+    period = nominal_spec.control_period
+    latency = FittedParameter(
+        "latency", latency_periods * period, 0.0, latency_periods * period, latency_periods * period, True
+    )
+    result = FitResult({"latency": latency}, latency.value, 0.01, 0.001)
+    profile = calibrated_profile(nominal_spec, result, "none", 0.05)
+    assert profile.latency_steps.low == profile.latency_steps.high == steps
+    assert (profile.latency_fraction.low, profile.latency_fraction.high) == pytest.approx(fraction)
