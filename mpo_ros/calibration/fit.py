@@ -37,6 +37,7 @@ from mujoco import minimize as mujoco_minimize
 from mujoco import sysid
 
 from mpo_ros.calibration.logs import LogSegment
+from mpo_ros.calibration.robots import nominal_values
 from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.errors import CalibrationError
 
@@ -151,7 +152,7 @@ class _Problem:
         self.qpos_address = [int(a) for a in binding.qpos_address]
         self.dof_address = [int(a) for a in binding.dof_address]
         self.qpos0 = model.qpos0.copy()
-        self.nominal = self._nominal(model)
+        self.nominal = {LATENCY: 0.0, **nominal_values(spec)}
         for joint in spec.joint_names:
             self.mjspec.add_sensor(
                 name=f"{joint}_pos",
@@ -170,17 +171,6 @@ class _Problem:
         self.params = sysid.ParameterDict()
         for name in names:
             self.params.add(self._parameter(name))
-
-    def _nominal(self, model: mujoco.MjModel) -> dict[str, float]:
-        out = {LATENCY: 0.0}
-        for j, joint in enumerate(self.spec.joint_names):
-            dof, act = self.dof_address[j], self.actuator_id[j]
-            out[f"{joint}/armature"] = float(model.dof_armature[dof])
-            out[f"{joint}/damping"] = float(model.dof_damping[dof])
-            out[f"{joint}/frictionloss"] = float(model.dof_frictionloss[dof])
-            out[f"{joint}/kp"] = float(model.actuator_gainprm[act, 0])
-            out[f"{joint}/kv"] = float(-model.actuator_biasprm[act, 2])
-        return out
 
     def _parameter(self, name: str) -> sysid.Parameter:
         nominal = self.nominal[name]

@@ -18,26 +18,32 @@ from mpo_ros_sim.model import bind, mjcf_path
 from mpo_ros.contract.spec import RobotSpec, load_spec
 from mpo_ros.errors import CalibrationError
 
-__all__ = ["scaled_values", "write_robot"]
+__all__ = ["nominal_values", "scaled_values", "write_robot"]
 
 
-def scaled_values(spec: RobotSpec, scales: dict[str, float]) -> dict[str, float]:
-    """{'<joint>/<quantity>': value} = nominal x scale for every joint, e.g. {'damping': 1.6}."""
+def nominal_values(spec: RobotSpec) -> dict[str, float]:
+    """{'<joint>/<quantity>': value} of every joint as the robot's MJCF has them (the fit's start)."""
     model = mujoco.MjModel.from_xml_path(str(mjcf_path(spec)))
     binding = bind(spec, model)
     out = {}
     for j, joint in enumerate(spec.joint_names):
         dof, act = int(binding.dof_address[j]), int(binding.actuator_id[j])
-        nominal = {
-            "armature": float(model.dof_armature[dof]),
-            "damping": float(model.dof_damping[dof]),
-            "frictionloss": float(model.dof_frictionloss[dof]),
-            "kp": float(model.actuator_gainprm[act, 0]),
-            "kv": float(-model.actuator_biasprm[act, 2]),
-        }
-        for quantity, factor in scales.items():
-            out[f"{joint}/{quantity}"] = nominal[quantity] * factor
+        out[f"{joint}/armature"] = float(model.dof_armature[dof])
+        out[f"{joint}/damping"] = float(model.dof_damping[dof])
+        out[f"{joint}/frictionloss"] = float(model.dof_frictionloss[dof])
+        out[f"{joint}/kp"] = float(model.actuator_gainprm[act, 0])
+        out[f"{joint}/kv"] = float(-model.actuator_biasprm[act, 2])
     return out
+
+
+def scaled_values(spec: RobotSpec, scales: dict[str, float]) -> dict[str, float]:
+    """{'<joint>/<quantity>': value} = nominal x scale for every joint, e.g. {'damping': 1.6}."""
+    nominal = nominal_values(spec)
+    return {
+        f"{joint}/{quantity}": nominal[f"{joint}/{quantity}"] * factor
+        for joint in spec.joint_names
+        for quantity, factor in scales.items()
+    }
 
 
 def write_robot(
