@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bag2data": ("mpo_ros.data.convert", "convert rosbag2 recordings into a training dataset"),
     "serve": ("mpo_ros.ros.policy_node", "run the ONNX policy as a ROS 2 node"),
     "sim-robot": ("mpo_ros.ros.sim_node", "run a MuJoCo robot behind ROS 2 topics"),
+    "excite": (
+        "mpo_ros.ros.excite_node",
+        "drive a robot with a safe excitation signal and record it (rosbag2)",
+    ),
+    "calibrate": ("mpo_ros.calibration.command", "fit the simulator to a robot's logs (mujoco.sysid)"),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BagError",
+    "CalibrationError",
     "CheckpointError",
     "ConfigError",
     "ContractError",
@@ -49,3 +50,7 @@ class DatasetError(MpoRosError):
 
 class ExportError(PolicyFileError):
     """Exporting a policy to ONNX failed a check (parity, onnx.checker, custom ops); nothing was written."""
+
+
+class CalibrationError(MpoRosError):
+    """Logs cannot identify the requested simulator parameters (too short, unexcited, NaN, gaps)."""
