@@ -15,12 +15,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+pytest.importorskip("torch")  # trains and exports: not in the Jazzy venv, which runs only the robot side
+
 from own_robot import write_trident
+from ros_helpers import NodeProcess, Probe
 
 from mpo_ros import cli
 from mpo_ros.contract.resolve import contract_hash
 from mpo_ros.contract.spec import RobotSpec, contract_differences, load_spec
 from mpo_ros.training.state import load_checkpoint
+
+pytestmark = pytest.mark.ros
 
 TINY = ["--policy-hidden", "16", "--critic-hidden", "16", "--batch-size", "16", "--num-samples", "4",
         "--eval-episodes", "1", "--progress", "false", "--threads", "1"]  # fmt: skip
@@ -28,7 +34,9 @@ TINY = ["--policy-hidden", "16", "--critic-hidden", "16", "--batch-size", "16", 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_robot_from_outside_the_repository_goes_through_every_command(tmp_path: Path, capsys) -> None:
+def test_a_robot_from_outside_the_repository_goes_through_every_command(
+    tmp_path: Path, capsys, probe: Probe
+) -> None:
     robot_dir = tmp_path / "my_robot"
     mjcf = write_trident(robot_dir)
     spec_path = robot_dir / "trident.yaml"
@@ -60,7 +68,7 @@ def test_a_robot_from_outside_the_repository_goes_through_every_command(tmp_path
     assert "trident" in printed and "j1" in printed
 
     bag = tmp_path / "bags" / "rec"
-    _record_over_ros(spec_path, policy, bag, tmp_path)
+    _record_over_ros(spec_path, policy, bag, tmp_path, probe)
 
     data = tmp_path / "data" / "trident"
     assert (
@@ -77,8 +85,26 @@ def test_a_robot_from_outside_the_repository_goes_through_every_command(tmp_path
     assert yaml.safe_load(spec_path.read_text())["name"] == "trident"
 
 
-def _record_over_ros(spec_path: Path, policy: Path, bag: Path, tmp_path: Path) -> None:
-    """Record the robot's topics while the exported policy drives it (stand-in until the ROS run below)."""
-    from mpo_ros.data.scripted import record_scripted_bag
+def _record_over_ros(spec_path: Path, policy: Path, bag: Path, tmp_path: Path, probe: Probe) -> None:
+    """sim-robot simulates the robot from its own files and records; serve drives it with the exported
+    policy (it needs nothing but the .onnx file); both stop cleanly, the recording closed."""
+    import signal
 
-    record_scripted_bag(load_spec(spec_path), bag, episodes=3, seed=5)
+    sim = NodeProcess(
+        "sim-robot",
+        ["--robot", str(spec_path), "--goal-period", "1.0", "--record", str(bag)],
+        tmp_path / "sim.log",
+    )
+    serve = NodeProcess("serve", ["--policy", str(policy)], tmp_path / "serve.log")
+    try:
+        assert probe.wait_until(lambda: len(probe.commands) > 10, 60), serve.log() + sim.log()
+        ok, message = probe.set_enabled(True)
+        assert ok, message + serve.log()
+        probe.spin_for(3.0)
+        sim.proc.send_signal(signal.SIGINT)
+        assert sim.proc.wait(15) == 0, sim.log()
+        assert (bag / "metadata.yaml").is_file(), sim.log()
+    finally:
+        sim.stop()
+        serve.stop()
+    assert len(probe.commands) > 50 and all(len(c) == 3 for _, c in probe.commands[-10:])
