@@ -26,12 +26,13 @@ __all__ = ["main", "run_demo"]
 class _Listener:
     """Enable client and /diagnostics + /joint_states listener in this process (own rclpy context)."""
 
-    def __init__(self, domain_id: int) -> None:
+    def __init__(self, domain_id: int, command_topic: str = "/forward_position_controller/commands") -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
         from std_srvs.srv import SetBool
 
         self._rclpy = rclpy
@@ -46,6 +47,10 @@ class _Listener:
         self.node.create_subscription(
             JointState, "/joint_states", self._on_joint_state, qos_profile_sensor_data
         )
+        # The commands the policy node published (after enable): judged with contract.smoothness.
+        self.commands: list[list[float]] = []
+        self.record_commands = False
+        self.node.create_subscription(Float64MultiArray, command_topic, self._on_command, 10)
         self._SetBool = SetBool
         self.enable_client = self.node.create_client(SetBool, "/mpo_policy/enable")
 
@@ -53,6 +58,10 @@ class _Listener:
         for status in msg.status:
             if status.name.startswith("mpo_policy"):
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+    def _on_command(self, msg: Any) -> None:
+        if self.record_commands:
+            self.commands.append(list(msg.data))
 
     def _on_joint_state(self, msg: Any) -> None:
         if self.first_joint_state is None:
@@ -122,10 +131,12 @@ def run_demo(
         listener.spin_until(lambda: listener.diagnostics.get("safety_state") == "disabled", 10)
         enabled, message = listener.enable()
         enabled_at = time.time()
+        listener.record_commands = True
         if verbose:
             print(f"enable: {message}")
         listener.spin_until(lambda: False, seconds)
         diagnostics = dict(listener.diagnostics)
+        commands = list(listener.commands)
     finally:
         if listener is not None:
             listener.close()
@@ -147,11 +158,26 @@ def run_demo(
             "per_goal": finished,
         },
         "sim_loop": summary.get("loop", {}),
+        "commands": _command_figures(policy, commands),
         "logs": {"policy": str(workdir / "policy.log"), "sim": str(workdir / "sim.log")},
     }
     if verbose:
         print(format_result(result))
     return result
+
+
+def _command_figures(policy: str | Path, commands: list[list[float]]) -> dict[str, Any]:
+    """contract.smoothness figures of the commands received over ROS 2 (as `mpo-ros eval` reports them)."""
+    import numpy as np
+
+    from mpo_ros.contract.resolve import read_policy_contract
+    from mpo_ros.contract.smoothness import command_smoothness
+
+    if len(commands) < 3:
+        return {"received": len(commands)}
+    spec = read_policy_contract(policy)
+    figures = command_smoothness(np.array(commands), spec.joint_arrays.max_delta, spec.control_rate_hz)
+    return {"received": len(commands), **figures}
 
 
 def format_result(result: dict[str, Any]) -> str:
@@ -166,6 +192,13 @@ def format_result(result: dict[str, Any]) -> str:
         f"reach: {reach['goals_reached']}/{reach['goals']} goals reached within "
         f"{reach['success_threshold']} m",
     ]
+    c = result.get("commands", {})
+    if "command_rate" in c:
+        lines.append(
+            f"commands received over ROS 2: {c['received']}; |delta command| {c['command_rate']:.4f} rad/step, "
+            f"{100 * c['slew_limited_fraction']:.1f} % at the slew limit, "
+            f"{100 * c['high_frequency_share']:.1f} % of the energy above 5 Hz"
+        )
     for g in reach["per_goal"]:
         when = f"in {g['time_to_reach']:.2f} s" if g["reached"] else "not reached"
         lines.append(

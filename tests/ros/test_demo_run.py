@@ -28,10 +28,19 @@ def test_demo_run_reaches_goals_and_leaves_no_process(
         assert reach["goals_reached"] == reach["goals"], reach
     else:  # a learned policy (about 95 % success in simulation): most goals, over ROS 2 in real time
         assert reach["goals_reached"] >= 0.75 * reach["goals"], reach
+    commands = result["commands"]  # what the node published over ROS 2, judged like `mpo-ros eval`
+    assert commands["received"] >= 200, commands
+    if which == "shipped":  # the shipped arm2 policy chatters at its slew limit in sim; so it does over ROS 2
+        assert commands["slew_limited_fraction"] > 0.5, commands
+    assert 0.0 <= commands["high_frequency_share"] <= 1.0 and commands["command_rate"] > 0.0, commands
     diagnostics = result["diagnostics"]
     assert diagnostics["safety_state"] == "enabled"
     assert float(diagnostics["rate_achieved_hz"]) == pytest.approx(50.0, rel=0.05)
     printed = capsys.readouterr().out
-    assert "goals reached" in printed and "period jitter" in printed
+    assert (
+        "goals reached" in printed
+        and "period jitter" in printed
+        and "commands received over ROS 2" in printed
+    )
     # Both nodes were stopped with SIGINT: the sim node wrote its summary at shutdown.
     assert "goals reached" in (tmp_path / "sim.log").read_text()
