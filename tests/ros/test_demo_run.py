@@ -44,3 +44,20 @@ def test_demo_run_reaches_goals_and_leaves_no_process(
     )
     # Both nodes were stopped with SIGINT: the sim node wrote its summary at shutdown.
     assert "goals reached" in (tmp_path / "sim.log").read_text()
+
+
+UR5E_POLICY = SHIPPED_POLICY.parent / "ur5e_reach.onnx"
+
+
+@pytest.mark.skipif(not UR5E_POLICY.is_file(), reason="the UR5e policy is not shipped in this checkout")
+def test_the_shipped_ur5e_policy_reaches_goals_over_ros_at_125_hz(tmp_path: Path) -> None:
+    """The UR5e end to end: sim-robot simulates models/ur5e.yaml (driver joint names, 125 Hz, goals in
+    base_link) and serve drives it with models/ur5e_reach.onnx over loopback DDS."""
+    result = run_demo(
+        UR5E_POLICY, seconds=10.0, robot="ur5e", goal_period=2.5, workdir=tmp_path, verbose=False
+    )
+    assert result["enabled"]
+    reach = result["reach"]
+    assert reach["goals"] >= 3 and reach["goals_reached"] >= 0.5 * reach["goals"], reach
+    assert float(result["diagnostics"]["rate_achieved_hz"]) == pytest.approx(125.0, rel=0.1)
+    assert result["diagnostics"]["rejected_goals"] == "0"  # the sim stamps goals in the contract's frame
