@@ -120,3 +120,14 @@ def test_datasets_of_two_contracts_are_refused_together(modified, behaviour, tmp
     dataset, _ = modified
     with pytest.raises(DatasetError, match=r"different robot contracts:\n  joints\[0\]\.action_scale"):
         train(_tiny(data=[str(behaviour), str(dataset)], steps=5, out=str(tmp_path / "both")))
+
+
+def test_the_cli_refuses_a_mixed_run_whose_data_has_another_contract(modified, tmp_path, caplog) -> None:
+    from mpo_ros import cli
+
+    dataset, _ = modified
+    argv = ["train", "--env", "mpo_ros_sim:Arm2Reach-v0", "--data", str(dataset), "--data-ratio", "0.5",
+            "--steps", "30", "--out", str(tmp_path / "run"), "--progress", "false"]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "differ in 4 field(s)" in caplog.text and "joints[0].action_scale: environment" in caplog.text
+    assert not (tmp_path / "run" / "metrics.csv").exists()
