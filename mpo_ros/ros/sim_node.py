@@ -45,7 +45,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from mpo_ros.config import option
 from mpo_ros.contract import tasks
-from mpo_ros.contract.spec import load_spec
+from mpo_ros.contract.resolve import resolve_robot
 from mpo_ros.errors import ConfigError
 from mpo_ros.robot.rate import FixedRateLoop
 from mpo_ros.ros.messages import (
@@ -78,7 +78,10 @@ JOINT_ORDER_CHOICES = ("contract", "reversed", "shuffled")
 class SimNodeConfig:
     """Parameters of the sim node: ROS parameters, `mpo-ros sim-robot` flags and config/sim.yaml."""
 
-    robot: str = option("arm2", "robot spec: a name in models/ or a spec YAML path")
+    robot: str = option(
+        "arm2", "robot: a name in models/, a spec YAML or a policy.onnx (its contract; MJCF beside it or --mjcf)"
+    )
+    mjcf: str = option("", "the robot's MJCF, when --robot is a policy.onnx whose MJCF is elsewhere")
     rate_hz: float = option(0.0, "control periods simulated per simulated second; 0 = contract rate")
     realtime_factor: float = option(1.0, "simulated seconds per wall-clock second (>1: faster)")
     randomize: str = option("none", "domain randomisation profile", choices=RANDOMIZE_CHOICES)
@@ -210,7 +213,7 @@ class SimNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.config: SimNodeConfig = declare_config(self, SimNodeConfig)
         cfg = self.config
-        self.spec = load_spec(cfg.robot)
+        self.spec = resolve_robot(cfg.robot, cfg.mjcf or None)
         self.rng = np.random.default_rng(cfg.seed)
         self.robot = RobotSim(self.spec, load_profile(cfg.randomize), seed=cfg.seed)
         self.dynamics = self.robot.randomize(self.rng)

@@ -1,7 +1,7 @@
 """Bring your own robot, end to end, with no code change: a robot defined only by files outside the
 repository (the 3-link "trident" the test writes) goes through
 
-    robot init -> robot check -> train --robot -> eval -> export -> inspect -> sim-robot --robot + serve
+    robot init -> robot check -> train --robot -> eval -> export -> inspect -> sim-robot --robot policy.onnx + serve
     (recorded) -> bag2data --robot policy.onnx -> train --data (offline) -> eval
 
 through the CLI, in separate processes for the ROS 2 part.
@@ -86,8 +86,8 @@ def test_a_robot_from_outside_the_repository_goes_through_every_command(
 
 
 def _record_over_ros(spec_path: Path, policy: Path, bag: Path, tmp_path: Path, probe: Probe) -> None:
-    """sim-robot simulates the robot from its own files and records; serve drives it with the exported
-    policy (it needs nothing but the .onnx file); both stop cleanly, the recording closed."""
+    """sim-robot simulates the robot from the policy file's contract (its MJCF found beside it) and records;
+    serve drives it with the same file (it needs nothing else); both stop cleanly, the recording closed."""
     import signal
 
     sim = NodeProcess(
