@@ -13,7 +13,7 @@ from pathlib import Path
 from mpo_ros.contract.spec import RobotSpec, load_spec, models_dir
 from mpo_ros.errors import SpecError
 
-__all__ = ["contract_hash", "locate_mjcf", "read_policy_contract", "resolve_robot"]
+__all__ = ["contract_hash", "locate_mjcf", "mjcf_location", "read_policy_contract", "resolve_robot"]
 
 
 def resolve_robot(text: str | RobotSpec, mjcf: str | Path | None = None, need_mjcf: bool = True) -> RobotSpec:
@@ -94,3 +94,13 @@ def contract_hash(spec: RobotSpec) -> str:
     data = spec.to_dict()
     data.pop("mjcf", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def mjcf_location(spec: RobotSpec | None) -> str | None:
+    """Where this spec's MJCF was found (absolute), recorded in checkpoints, datasets and ONNX provenance so
+    a contract read back later can find it again; None when the spec has no folder (read from JSON)."""
+    if spec is None or not spec.mjcf:
+        return None
+    if spec.source_dir or Path(spec.mjcf).is_absolute():
+        return str(spec.mjcf_path.resolve())
+    return None

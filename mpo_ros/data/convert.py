@@ -37,6 +37,7 @@ from mpo_ros.contract.observation import (
     observation_names,
     unfilter_commands,
 )
+from mpo_ros.contract.resolve import mjcf_location
 from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.data.align import align_steps, split_segments
 from mpo_ros.data.bag_reader import OpenBag, open_bag, read_streams
@@ -384,9 +385,7 @@ def convert_bags(config: Bag2DataConfig) -> tuple[Path, dict[str, Any]]:
     meta = {
         "mpo_ros_version": __version__,
         "robot_spec": spec.to_dict(),
-        "mjcf_path": str(spec.mjcf_path.resolve())
-        if spec.source_dir or Path(spec.mjcf).is_absolute()
-        else None,
+        "mjcf_path": mjcf_location(spec),
         "observation_names": observation_names(spec),
         "control_period_s": spec.control_period,
         "sources": sources,

@@ -79,7 +79,8 @@ class SimNodeConfig:
     """Parameters of the sim node: ROS parameters, `mpo-ros sim-robot` flags and config/sim.yaml."""
 
     robot: str = option(
-        "arm2", "robot: a name in models/, a spec YAML or a policy.onnx (its contract; MJCF beside it or --mjcf)"
+        "arm2",
+        "robot: a name in models/, a spec YAML or a policy.onnx (its contract; MJCF beside it or --mjcf)",
     )
     mjcf: str = option("", "the robot's MJCF, when --robot is a policy.onnx whose MJCF is elsewhere")
     rate_hz: float = option(0.0, "control periods simulated per simulated second; 0 = contract rate")

@@ -322,25 +322,8 @@ def run_episodes(
     command_figures: list[dict[str, float]] = []
     first_commands = None
     for episode in range(episodes):
-        recording = frames is not None and episode < video_episodes
-        obs, info = env.reset(seed=seed + episode)
-        commands = [info["command"]] if "command" in info else []
-        if recording:
-            frames.append(env.render())
-        total, length, rate, previous, done = 0.0, 0, 0.0, None, False
-        while not done:
-            action = np.asarray(policy(obs), dtype=np.float64)
-            if previous is not None:
-                rate += float(np.mean(np.abs(action - previous)))
-            previous = action
-            obs, reward, terminated, truncated, info = env.step(action.astype(np.float32))
-            total += float(reward)
-            length += 1
-            done = bool(terminated or truncated)
-            if "command" in info:
-                commands.append(info["command"])
-            if recording:
-                frames.append(env.render())
+        recording = frames if frames is not None and episode < video_episodes else None
+        total, length, rate, commands, info = _run_episode(policy, env, seed + episode, recording)
         returns.append(total)
         lengths.append(length)
         smoothness.append(rate / max(1, length - 1))
@@ -369,6 +352,31 @@ def run_episodes(
         high_frequency_share=[f["high_frequency_share"] for f in command_figures],
         first_commands=first_commands,
     )
+
+
+def _run_episode(
+    policy: Callable[[np.ndarray], np.ndarray], env: Any, seed: int, frames: list[np.ndarray] | None
+) -> tuple[float, int, float, list[np.ndarray], dict[str, Any]]:
+    """One deterministic episode: (return, length, summed mean |a_t - a_t-1|, commands sent, last info)."""
+    obs, info = env.reset(seed=seed)
+    commands = [info["command"]] if "command" in info else []
+    if frames is not None:
+        frames.append(env.render())
+    total, length, rate, previous, done = 0.0, 0, 0.0, None, False
+    while not done:
+        action = np.asarray(policy(obs), dtype=np.float64)
+        if previous is not None:
+            rate += float(np.mean(np.abs(action - previous)))
+        previous = action
+        obs, reward, terminated, truncated, info = env.step(action.astype(np.float32))
+        total += float(reward)
+        length += 1
+        done = bool(terminated or truncated)
+        if "command" in info:
+            commands.append(info["command"])
+        if frames is not None:
+            frames.append(env.render())
+    return total, length, rate, commands, info
 
 
 def plot_commands(result: EvalResult, path: Path, joint_names: list[str] | None, rate_hz: float) -> Path:

@@ -171,8 +171,9 @@ def build_state(config: TrainConfig) -> tuple[TrainingState, EnvFactory, list[An
     prior = ABMPrior(learner, ABMConfig.from_any(config)).attach() if use_prior else None
     contract = data_contract or factory.contract
     source = "datasets" if data_contract else ("environment" if factory.contract else "none")
-    description = {**factory.describe(), "env_kwargs": dict(factory.describe()["env_kwargs"])}
-    state = TrainingState(config, learner, sampler, replay, logged, prior, contract, source, description)
+    state = TrainingState(
+        config, learner, sampler, replay, logged, prior, contract, source, factory.describe()
+    )
     state.counters.next_eval = config.eval_every
     state.counters.next_checkpoint = config.checkpoint_every
     state.counters.next_log = config.log_every
@@ -328,13 +329,7 @@ def _loop(
 
     while counters.step < config.steps:
         before = counters.step
-        # 1. experience
-        if source is None:
-            counters.step += 1  # offline: one iteration is one update
-        elif in_process:
-            source.step(counters, finished)
-        else:
-            source.collect(counters, finished, block=updates_due(config, counters.step, learner) == 0)
+        _collect(state, source, finished)  # 1. experience
         # 2. learning, at the configured update:step ratio
         due = 1 if source is None else updates_due(config, counters.step, learner)
         for _ in range(due):
@@ -346,18 +341,8 @@ def _loop(
         if counters.step >= counters.next_log:
             counters.next_log += config.log_every
             counters.elapsed_s = elapsed()
-            row = metrics_to_floats(metrics)
-            row["train/steps_per_s"] = (counters.step - steps_at_start) / max(
-                time.perf_counter() - started, 1e-9
-            )
-            row["train/episodes"] = float(counters.episodes)
-            if finished:
-                row["train/episode_return"] = float(np.mean([r for r, _ in finished]))
-                row["train/episode_length"] = float(np.mean([n for _, n in finished]))
-                finished.clear()
-            if source is not None and not in_process:
-                row.update(source.metrics(learner))
-            sink.write(counters.step, {"updates": learner.num_updates, "wall_s": counters.elapsed_s, **row})
+            rate = (counters.step - steps_at_start) / max(time.perf_counter() - started, 1e-9)
+            sink.write(counters.step, _log_row(state, source, metrics, finished, rate))
         if config.eval_every and counters.step >= counters.next_eval and counters.step < config.steps:
             counters.next_eval += config.eval_every
             counters.elapsed_s = elapsed()
@@ -369,14 +354,8 @@ def _loop(
             state.save(ckpt_dir, getattr(source, "env", None))
         if stop.signum is not None:
             counters.elapsed_s = elapsed()
-            state.save(ckpt_dir, getattr(source, "env", None))
             bar.close()
-            log.warning(
-                "%s: stopped at step %d with a checkpoint; continue with --resume",
-                signal.Signals(stop.signum).name,
-                counters.step,
-            )
-            raise TrainingInterrupted(stop.signum, counters.step)
+            _stop_with_checkpoint(state, source, ckpt_dir, stop.signum)
 
     bar.close()
     if source is not None and not in_process:
@@ -393,6 +372,49 @@ def _loop(
         counters.step,
         counters.last_eval["eval/return"],
     )
+
+
+def _collect(state: TrainingState, source: Any, finished: list[tuple[float, int]]) -> None:
+    """One iteration's experience: an env step in process, finished actor chunks, or (offline) none."""
+    counters = state.counters
+    if source is None:
+        counters.step += 1  # offline: one iteration is one update
+    elif isinstance(source, InProcessSource):
+        source.step(counters, finished)
+    else:
+        source.collect(counters, finished, block=updates_due(state.config, counters.step, state.learner) == 0)
+
+
+def _log_row(
+    state: TrainingState,
+    source: Any,
+    metrics: dict[str, torch.Tensor],
+    finished: list[tuple[float, int]],
+    steps_per_s: float,
+) -> dict[str, float]:
+    """A metrics.csv row: the learner's last metrics, the loop's rates and the episodes ended since the last
+    row (which it consumes), and the actors' figures."""
+    row: dict[str, float] = {"updates": state.learner.num_updates, "wall_s": state.counters.elapsed_s}
+    row.update(metrics_to_floats(metrics))
+    row["train/steps_per_s"] = steps_per_s
+    row["train/episodes"] = float(state.counters.episodes)
+    if finished:
+        row["train/episode_return"] = float(np.mean([r for r, _ in finished]))
+        row["train/episode_length"] = float(np.mean([n for _, n in finished]))
+        finished.clear()
+    if source is not None and not isinstance(source, InProcessSource):
+        row.update(source.metrics(state.learner))
+    return row
+
+
+def _stop_with_checkpoint(state: TrainingState, source: Any, ckpt_dir: Path, signum: int) -> None:
+    state.save(ckpt_dir, getattr(source, "env", None))
+    log.warning(
+        "%s: stopped at step %d with a checkpoint; continue with --resume",
+        signal.Signals(signum).name,
+        state.counters.step,
+    )
+    raise TrainingInterrupted(signum, state.counters.step)
 
 
 def updates_due(config: TrainConfig, step: int, learner: MPOLearner) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mpo_ros.contract.resolve import contract_hash
+from mpo_ros.contract.resolve import contract_hash, mjcf_location
 from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.errors import CheckpointError, ConfigError
 from mpo_ros.mpo.abm import ABMPrior
@@ -126,7 +126,7 @@ class TrainingState:
             "robot_spec_json": None if self.contract is None else self.contract.to_json(),
             "robot": None if self.contract is None else self.contract.name,
             "contract_sha256": None if self.contract is None else contract_hash(self.contract),
-            "mjcf_path": _mjcf_path(self.contract),
+            "mjcf_path": mjcf_location(self.contract),
             "contract_source": self.contract_source,
             "datasets": list(config.data),
             "eval/return": self.counters.last_eval.get("eval/return"),
@@ -201,15 +201,6 @@ class TrainingState:
             self.prior.load_state_dict(checkpoint["abm_prior"])
         self.counters = Counters(**checkpoint["loop"])
         set_rng_state(checkpoint["rng"], env)
-
-
-def _mjcf_path(contract: RobotSpec | None) -> str | None:
-    """Where this run found the robot's MJCF (eval and export look there again)."""
-    if contract is None or not contract.mjcf:
-        return None
-    if contract.source_dir or Path(contract.mjcf).is_absolute():
-        return str(contract.mjcf_path.resolve())
-    return None
 
 
 # --- RNG state (weights_only-loadable: tensors, ints, lists, dicts) ----------------------------------------
