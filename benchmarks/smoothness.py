@@ -11,9 +11,11 @@ Variants (all the arm2 recipe, sim/recipes/arm2_reach.yaml, trained with the `tr
 Each (variant, seed) is one `mpo-ros train` subprocess, then `mpo-ros eval` of the exported ONNX file with
 ``--episodes`` deterministic episodes on the nominal and the `heldout` dynamics; figures are the eval's:
 success, mean |a_t - a_{t-1}|, mean |delta command| (rad/step), share of steps at the slew limit, share of
-command energy above 5 Hz. Resumable: finished (variant, seed) pairs in the JSON are skipped.
+command energy above 5 Hz. Resumable: finished (variant, seed) pairs in the JSON are skipped, and each run's
+exported policy is kept in runs/bench_smoothness/<variant>_s<seed>/policy.onnx, so ``--reevaluate``
+re-measures every kept policy (e.g. after a change to the metrics) without training again.
 
-Run:  python benchmarks/smoothness.py [--seeds 0 1 2] [--variants ...] [--steps 30000] [--episodes 100]
+Run:  python benchmarks/smoothness.py [--seeds 0 1 2] [--variants ...] [--steps 30000] [--episodes 100] [--jobs 2]
 Writes benchmarks/results/smoothness.json and prints a markdown table (means over seeds).
 """
 
@@ -23,10 +25,12 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -66,35 +70,52 @@ def robot_file(folder: Path, task_params: dict, contract: dict) -> Path:
     return path
 
 
+KEEP = ROOT / "runs" / "bench_smoothness"
+
+
 def run_variant(name: str, seed: int, steps: int, episodes: int) -> dict:
-    task_params, contract, learner = VARIANTS[name]
+    """Train and export the (variant, seed) policy unless it is kept already, then evaluate it."""
+    kept = KEEP / f"{name}_s{seed}" / "policy.onnx"
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        robot = robot_file(folder, task_params, contract)
-        out = folder / "run"
-        command = [
-            sys.executable, "-m", "mpo_ros.cli", "--log-level", "WARNING", "train", "--config", str(RECIPE),
-            "--env", "mpo_ros_sim:Reach-v0", "--robot", str(robot), "--env-kwargs", "{randomize: train}",
-            "--steps", str(steps), "--seed", str(seed), "--out", str(out), "--eval-every", "0",
-        ]  # fmt: skip
-        for key, value in learner.items():
-            command += [f"--{key.replace('_', '-')}", str(value)]
-        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-        policy = folder / "policy.onnx"
+        if not kept.is_file():
+            train_and_export(name, seed, steps, Path(tmp), kept)
+        return evaluate(kept, episodes, Path(tmp))
+
+
+def train_and_export(name: str, seed: int, steps: int, folder: Path, kept: Path) -> None:
+    """One `mpo-ros train` of the variant, exported to ``kept`` (moved there last: its presence means done)."""
+    task_params, contract, learner = VARIANTS[name]
+    robot = robot_file(folder, task_params, contract)
+    out = folder / "run"
+    command = [
+        sys.executable, "-m", "mpo_ros.cli", "--log-level", "WARNING", "train", "--config", str(RECIPE),
+        "--env", "mpo_ros_sim:Reach-v0", "--robot", str(robot), "--env-kwargs", "{randomize: train}",
+        "--steps", str(steps), "--seed", str(seed), "--out", str(out), "--eval-every", "0",
+    ]  # fmt: skip
+    for key, value in learner.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    policy = folder / "policy.onnx"
+    subprocess.run(
+        [sys.executable, "-m", "mpo_ros.cli", "--log-level", "WARNING", "export", "--run", str(out), "--out",
+         str(policy)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(policy, kept)
+
+
+def evaluate(policy: Path, episodes: int, folder: Path) -> dict:
+    """`mpo-ros eval` of one exported policy on the nominal and the held-out dynamics."""
+    figures = {}
+    for randomize in ("none", "heldout"):
+        report = folder / f"eval_{randomize}.json"
         subprocess.run(
-            [sys.executable, "-m", "mpo_ros.cli", "--log-level", "WARNING", "export", "--run", str(out), "--out",
-             str(policy)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+            [sys.executable, "-m", "mpo_ros.cli", "--log-level", "WARNING", "eval", "--policy", str(policy),
+             "--episodes", str(episodes), "--randomize", randomize, "--seed", "1000", "--json", str(report)],
+            check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
         )  # fmt: skip
-        figures = {}
-        for randomize in ("none", "heldout"):
-            report = folder / f"eval_{randomize}.json"
-            subprocess.run(
-                [sys.executable, "-m", "mpo_ros.cli", "--log-level", "WARNING", "eval", "--policy", str(policy),
-                 "--episodes", str(episodes), "--randomize", randomize, "--seed", "1000", "--json", str(report)],
-                check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
-            )  # fmt: skip
-            summary = json.loads(report.read_text())
-            figures[randomize] = {key: summary[key] for key in FIGURES}
+        summary = json.loads(report.read_text())
+        figures[randomize] = {key: summary[key] for key in FIGURES}
     return figures
 
 
@@ -126,6 +147,10 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--steps", type=int, default=30000)
     parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--jobs", type=int, default=1, help="(variant, seed) runs at once (one core each)")
+    parser.add_argument(
+        "--reevaluate", action="store_true", help="re-measure the kept policies, train missing ones"
+    )
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results.update(
@@ -142,11 +167,16 @@ def main() -> None:
         }
     )
     runs = results.setdefault("runs", {})
-    for seed in args.seeds:
-        for name in args.variants:
-            if str(seed) in runs.get(name, {}):
-                continue
-            figures = run_variant(name, seed, args.steps, args.episodes)
+    if args.reevaluate:  # re-measure every kept policy; the trained policies are unchanged
+        runs.clear()
+    todo = [(n, seed) for seed in args.seeds for n in args.variants if str(seed) not in runs.get(n, {})]
+    # Threads only wait on `mpo-ros` subprocesses; results are written by this thread as each finishes.
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {
+            (n, seed): pool.submit(run_variant, n, seed, args.steps, args.episodes) for n, seed in todo
+        }
+        for (name, seed), future in futures.items():
+            figures = future.result()
             runs.setdefault(name, {})[str(seed)] = {**figures, "load_average_1min": os.getloadavg()[0]}
             print(name, seed, figures, flush=True)
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
