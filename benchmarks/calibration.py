@@ -1,22 +1,24 @@
-"""Does calibration close the sim-to-real gap? arm2 policies on a perturbed "real robot" stand-in.
+"""Does calibration close the sim-to-real gap? Policies on a perturbed "real robot" stand-in (arm2 or UR5e).
 
-The stand-in is arm2 with joint damping x1.6, servo kp x0.8, armature x2 and one control period of
-command latency: a simulator no policy trains on. Three policies get the same budget (the arm2
-recipe, `--steps` environment steps, same seed):
+The stand-in is the robot (``--robot arm2|ur5e``) with every joint's damping x1.6, servo kp x0.8,
+armature x2 and one control period of command latency: a simulator no policy trains on. Three policies
+get the same budget (the robot's recipe in sim/recipes/, `--steps` environment steps, same seed):
 
 * ``nominal``: trained on the hand-written MJCF without randomisation;
-* ``wide``: trained on the hand-written MJCF with the `train` randomisation profile;
+* ``wide``: trained on the hand-written MJCF with the robot's wide training profile (arm2: `train`,
+  UR5e: `ur5e_train`);
 * ``calibrated``: trained on the robot `mpo-ros calibrate` fitted to `--excite-seconds` of excitation
   logs of the stand-in (multisine, 1 mrad sensor noise), with the calibration's centred profile.
 
 Each is evaluated (deterministic policy, episodes seeded from 10000) on the stand-in and on the
-nominal arm2. Stages are resumable: the calibration, every finished training chunk and every
+nominal robot. Stages are resumable: the calibration, every finished training chunk and every
 evaluation are kept in `--workdir`, and the JSON is rewritten after each stage, so a killed run
 continues where it stopped:
 
-    python benchmarks/calibration.py [--steps 20000] [--seeds 0] [--episodes 50] [--workdir runs/bench_calibration]
+    python benchmarks/calibration.py [--robot arm2] [--steps 20000] [--seeds 0] [--episodes 50]
 
-writes benchmarks/results/calibration.json.
+writes benchmarks/results/calibration.json (arm2; work in runs/bench_calibration) or
+calibration_ur5e.json (UR5e; work in runs/bench_calibration_ur5e).
 """
 
 from __future__ import annotations
@@ -53,21 +55,27 @@ PERTURBATION = {"damping": 1.6, "kp": 0.8, "armature": 2.0}
 LATENCY_STEPS = 1
 EVAL_SEED = 10_000
 CHUNK = 5_000
-RECIPE = Path(mpo_ros_sim.__file__).parent / "recipes" / "arm2_reach.yaml"
+RECIPES = Path(mpo_ros_sim.__file__).parent / "recipes"
+# Per robot: its training recipe, its wide randomisation profile, where its work and results go.
+ROBOTS = {
+    "arm2": {"recipe": "arm2_reach.yaml", "wide": "train", "workdir": "runs/bench_calibration", "out": "calibration.json"},
+    "ur5e": {"recipe": "ur5e_reach.yaml", "wide": "ur5e_train", "workdir": "runs/bench_calibration_ur5e",
+             "out": "calibration_ur5e.json"},
+}  # fmt: skip
 
 
-def stand_in(workdir: Path) -> tuple[Path, Path, dict[str, float]]:
+def stand_in(workdir: Path, name: str) -> tuple[Path, Path, dict[str, float]]:
     """The perturbed robot (spec YAML), its latency profile, and the true parameter values."""
-    spec = load_spec("arm2")
+    spec = load_spec(name)
     truth = scaled_values(spec, PERTURBATION)
-    robot = write_robot(spec, truth, workdir / "stand_in", "arm2_stand_in")
+    robot = write_robot(spec, truth, workdir / "stand_in", f"{name}_stand_in")
     profile = workdir / "stand_in" / "latency.yaml"
     ranges = RandomizationProfile(latency_steps=Range(LATENCY_STEPS, LATENCY_STEPS)).to_dict()
     profile.write_text(yaml.safe_dump(ranges, sort_keys=False))
     return robot, profile, truth
 
 
-def calibration(workdir: Path, robot: Path, seconds: float, truth: dict[str, float]) -> dict:
+def calibration(workdir: Path, name: str, robot: Path, seconds: float, truth: dict[str, float]) -> dict:
     out = workdir / "calib"
     if (out / "parameters.json").is_file():
         return json.loads((out / "summary.json").read_text())
@@ -81,7 +89,7 @@ def calibration(workdir: Path, robot: Path, seconds: float, truth: dict[str, flo
             position_noise=1e-3,
         )
     start = time.perf_counter()
-    result = calibrate(CalibrateConfig(robot="arm2", out=str(out), bag=[str(bag)]))
+    result = calibrate(CalibrateConfig(robot=name, out=str(out), bag=[str(bag)]))
     summary = {
         "excite_seconds": seconds,
         "calibrate_wall_s": round(time.perf_counter() - start, 1),
@@ -94,18 +102,21 @@ def calibration(workdir: Path, robot: Path, seconds: float, truth: dict[str, flo
     return summary
 
 
-def variants(workdir: Path) -> dict[str, dict]:
+def variants(workdir: Path, name: str) -> dict[str, dict]:
     calib = workdir / "calib"
     return {
-        "nominal": {"robot": "arm2", "randomize": "none"},
-        "wide": {"robot": "arm2", "randomize": "train"},
+        "nominal": {"robot": name, "randomize": "none"},
+        "wide": {"robot": name, "randomize": ROBOTS[name]["wide"]},
         "calibrated": {"robot": str(calib / "calibrated.yaml"), "randomize": str(calib / "profile.yaml")},
     }
 
 
-def train_run(out: Path, env_kwargs: dict, steps: int, seed: int) -> float:
+def train_run(out: Path, recipe_file: Path, env_kwargs: dict, steps: int, seed: int) -> float:
     """Train in chunks of CHUNK steps (exact resume); returns the wall time of the chunks run now."""
-    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe = yaml.safe_load(recipe_file.read_text())
+    # The robot and its randomisation come from the variant (env_kwargs), not from the recipe.
+    recipe.pop("robot", None)
+    recipe.pop("env_kwargs", None)
     done_file = out / "done_steps.txt"
     done = int(done_file.read_text()) if done_file.is_file() else 0
     wall = 0.0
@@ -137,32 +148,37 @@ def success(run: Path, robot: str | Path, randomize: str | Path, episodes: int) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--robot", default="arm2", choices=list(ROBOTS))
     parser.add_argument(
         "--steps", type=int, default=20_000, help="environment steps per policy (equal budget)"
     )
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--excite-seconds", type=float, default=60.0)
-    parser.add_argument("--workdir", default="runs/bench_calibration")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "calibration.json"))
+    parser.add_argument("--workdir", default=None, help="default: per robot (see ROBOTS)")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/calibration[_ROBOT].json")
     args = parser.parse_args()
+    setting = ROBOTS[args.robot]
+    args.workdir = args.workdir or setting["workdir"]
+    args.out = args.out or str(Path(__file__).parent / "results" / setting["out"])
+    recipe = RECIPES / setting["recipe"]
     torch.set_num_threads(1)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
-    robot, latency, truth = stand_in(workdir)
-    results["calibration"] = calibration(workdir, robot, args.excite_seconds, truth)
+    robot, latency, truth = stand_in(workdir, args.robot)
+    results["calibration"] = calibration(workdir, args.robot, robot, args.excite_seconds, truth)
     _write(out, args, results)
     runs = results.setdefault("runs", {})
     for seed in [int(s) for s in args.seeds.split(",") if s]:
-        for name, env_kwargs in variants(workdir).items():
+        for name, env_kwargs in variants(workdir, args.robot).items():
             key = f"{name}_s{seed}"
             entry = runs.get(key, {})
             if entry.get("steps") == args.steps and "stand_in" in entry:
                 continue
             run = workdir / key
-            wall = train_run(run, env_kwargs, args.steps, seed)
+            wall = train_run(run, recipe, env_kwargs, args.steps, seed)
             entry = {
                 "variant": name,
                 "seed": seed,
@@ -170,11 +186,11 @@ def main() -> int:
                 "env_kwargs": env_kwargs,
                 "train_wall_s": round(entry.get("train_wall_s", 0.0) + wall, 1),
                 "stand_in": success(run, robot, latency, args.episodes),
-                "nominal_arm2": success(run, "arm2", "none", args.episodes),
+                f"nominal_{args.robot}": success(run, args.robot, "none", args.episodes),
             }
             runs[key] = entry
             print(f"{key:16s} stand-in success {entry['stand_in']['success_rate']:.2f}  "
-                  f"nominal {entry['nominal_arm2']['success_rate']:.2f}", flush=True)  # fmt: skip
+                  f"nominal {entry[f'nominal_{args.robot}']['success_rate']:.2f}", flush=True)  # fmt: skip
             _write(out, args, results)
     print(f"wrote {out}")
     return 0
@@ -183,9 +199,9 @@ def main() -> int:
 def _write(out: Path, args: argparse.Namespace, results: dict) -> None:
     results.update(
         {
-            "what": "success on a perturbed arm2 stand-in (damping x1.6, kp x0.8, armature x2, 1 period latency) of "
-            "policies trained on the nominal MJCF, the wide 'train' randomisation, and a calibration of the "
-            "stand-in with its centred profile; equal steps, same seed",
+            "what": f"success on a perturbed {args.robot} stand-in (damping x1.6, kp x0.8, armature x2, 1 period "
+            f"latency) of policies trained on the nominal MJCF, the wide '{ROBOTS[args.robot]['wide']}' "
+            "randomisation, and a calibration of the stand-in with its centred profile; equal steps, same seed",
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": {"cpu_count": os.cpu_count(), "torch_threads": 1, "platform": platform.platform()},
@@ -200,7 +216,8 @@ def _write(out: Path, args: argparse.Namespace, results: dict) -> None:
                 "episodes": args.episodes,
                 "eval_seed": EVAL_SEED,
                 "excite_seconds": args.excite_seconds,
-                "recipe": "sim/recipes/arm2_reach.yaml",
+                "robot": args.robot,
+                "recipe": f"sim/recipes/{ROBOTS[args.robot]['recipe']}",
             },
         }
     )
