@@ -69,7 +69,6 @@ __all__ = [
 ]
 
 NODE_NAME = "mpo_sim"
-RANDOMIZE_CHOICES = ("none", "train", "heldout")
 COMMAND_TYPE_CHOICES = ("float64_multi_array", "joint_trajectory")
 JOINT_ORDER_CHOICES = ("contract", "reversed", "shuffled")
 
@@ -85,7 +84,11 @@ class SimNodeConfig:
     mjcf: str = option("", "the robot's MJCF, when --robot is a policy.onnx whose MJCF is elsewhere")
     rate_hz: float = option(0.0, "control periods simulated per simulated second; 0 = contract rate")
     realtime_factor: float = option(1.0, "simulated seconds per wall-clock second (>1: faster)")
-    randomize: str = option("none", "domain randomisation profile", choices=RANDOMIZE_CHOICES)
+    randomize: str = option(
+        "none",
+        "domain randomisation: none, a shipped profile (train, heldout, ur5e_train, ...) or a profile YAML "
+        "(e.g. calibrate's profile.yaml, or a latency-only profile for a stand-in robot)",
+    )
     seed: int = option(0, "seed of randomisation and goals")
     goal_period: float = option(4.0, "seconds (simulated) between new goals; 0 disables the goal publisher")
     joint_states_topic: str = option("/joint_states", "sensor_msgs/JointState output")
@@ -105,13 +108,13 @@ class SimNodeConfig:
 
     def validate(self) -> None:
         for name, allowed in (
-            ("randomize", RANDOMIZE_CHOICES),
             ("command_type", COMMAND_TYPE_CHOICES),
             ("joint_order", JOINT_ORDER_CHOICES),
             ("record_storage", ("mcap", "sqlite3")),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        load_profile(self.randomize)  # ConfigError naming the shipped profiles when it is neither
         if not (math.isfinite(self.rate_hz) and 0 <= self.rate_hz <= 5000):
             raise ConfigError(f"rate_hz must be in [0, 5000] (0 = contract rate), got {self.rate_hz}")
         if not (math.isfinite(self.realtime_factor) and 0.01 <= self.realtime_factor <= 100):

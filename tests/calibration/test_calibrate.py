@@ -95,6 +95,25 @@ def test_cli_writes_a_usable_robot_profile_and_report(
     assert "validation" in (out / "report.md").read_text().lower()
     assert "<html" in (out / "sysid_report.html").read_text()[:2000].lower()
 
+    # The chain continues: train --robot <calibrated> --randomize <profile> -> export (whose
+    # parity check rebuilds the environment from the calibrated contract and its MJCF) -> inspect.
+    def cli(*args: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", "mpo_ros.cli", "--log-level", "WARNING", *args],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        return run.stdout
+
+    cli(
+        *("train", "--robot", str(out / "calibrated.yaml"), "--env-kwargs", f"{{randomize: {out / 'profile.yaml'}}}"),
+        *("--steps", "300", "--warmup-steps", "150", "--eval-every", "0", "--batch-size", "32"),
+        *("--policy-hidden", "16", "16", "--critic-hidden", "16", "16", "--out", str(tmp_path / "run")),
+    )  # fmt: skip
+    cli("export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "calibrated.onnx"))
+    shown = cli("inspect", str(tmp_path / "calibrated.onnx"))
+    assert "status      OK" in shown and "50 Hz" in shown, shown
+
 
 def test_perturbation_is_large_enough_to_matter() -> None:
     # Guards the known-truth test: every perturbed quantity moves by more than the 10 % tolerance.

@@ -147,3 +147,16 @@ def test_a_command_topic_of_another_interface_is_refused(tmp_path: Path, ik_poli
     log = node.log()
     node.stop()
     assert "DISABLED until" in log, log  # configured and active: the override was accepted
+
+
+def test_sim_robot_takes_any_randomisation_profile_and_names_the_shipped_ones(tmp_path: Path) -> None:
+    """A calibration's profile.yaml (or a stand-in's latency profile) drives `sim-robot` as it drives training."""
+    from mpo_ros.errors import ConfigError
+    from mpo_ros.ros.sim_node import SimNodeConfig
+
+    SimNodeConfig(robot="ur5e", randomize="ur5e_train").validate()
+    profile = tmp_path / "latency.yaml"
+    profile.write_text("latency_steps: [1, 1]\n")
+    SimNodeConfig(randomize=str(profile)).validate()
+    with pytest.raises(ConfigError, match=r"profile 'wide' not found; use one of \[.*'heldout'.*'train'"):
+        SimNodeConfig(randomize="wide").validate()
