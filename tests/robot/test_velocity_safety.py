@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from velocity_robot import CONTRACT
 
 from mpo_ros.contract.observation import observation_size
 from mpo_ros.contract.spec import RobotSpec
@@ -27,7 +28,6 @@ from mpo_ros.robot.safety import (
 )
 from mpo_ros.robot.supervisor import SafetyState, Supervisor
 from mpo_ros.training.export import export_module
-from tests.velocity_robot import CONTRACT
 
 torch.set_num_threads(1)
 

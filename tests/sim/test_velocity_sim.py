@@ -12,11 +12,11 @@ from mpo_ros_sim.model import actuator_kind, bind, contract_problems, load_model
 from mpo_ros_sim.randomization import load_profile
 from mpo_ros_sim.reach_env import RobotReachEnv
 from mpo_ros_sim.robot_sim import RobotSim
+from velocity_robot import MJCF, write_velocity_robot
 
 from mpo_ros.contract import observation
 from mpo_ros.contract.spec import RobotSpec, load_spec, models_dir
 from mpo_ros.errors import SpecError
-from tests.velocity_robot import MJCF, write_velocity_robot
 
 
 @pytest.fixture(scope="module")
