@@ -85,7 +85,9 @@ class RobotReachEnv(gym.Env):
         if "joint_positions" in options:
             start = np.asarray(options["joint_positions"], dtype=np.float64)
         else:
-            start = observation.default_command(spec)
+            start = (
+                spec.joint_arrays.default.copy()
+            )  # the default pose (a velocity contract's rest command is 0)
             if dynamics.initial_joint_noise > 0:
                 start = start + rng.normal(0.0, dynamics.initial_joint_noise, spec.num_joints)
             start = np.clip(start, [j.lower for j in spec.joints], [j.upper for j in spec.joints])

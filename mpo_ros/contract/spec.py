@@ -269,6 +269,15 @@ class RobotSpec:
     def mjcf_path(self) -> Path:
         return Path(self.source_dir) / self.mjcf
 
+    def require_position_interface(self, tool: str, limitation: str) -> None:
+        """Refuse a velocity contract in a tool that only handles position commands (SpecError naming the
+        limitation and what to do instead), rather than reading its rad/s commands as positions."""
+        if self.command_interface != "position":
+            raise SpecError(
+                f"{tool} handles position contracts only, but robot '{self.name}' has command_interface: "
+                f"{self.command_interface}. {limitation}"
+            )
+
     # --- validation ----------------------------------------------------------------------------
     def __post_init__(self) -> None:
         if self.contract_version != CONTRACT_VERSION:
