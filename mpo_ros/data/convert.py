@@ -161,6 +161,7 @@ def read_bag_streams(
     bag: OpenBag, spec: RobotSpec, config: Bag2DataConfig
 ) -> tuple[CommandStream, JointStateStream, PointStream]:
     """The three streams of one bag in contract joint order, or BagError/ContractError saying what is missing."""
+    config = _with_command_topic(config, spec)
     wanted = (
         (config.command_topic, (FLOAT64_MULTI_ARRAY, JOINT_TRAJECTORY), "--command-topic"),
         (config.joint_states_topic, (JOINT_STATE,), "--joint-states-topic"),
