@@ -16,7 +16,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from mpo_ros.contract.spec import RobotSpec, models_dir
+from mpo_ros.contract.spec import COMMAND_INTERFACES, JointSpec, RobotSpec, models_dir
 from mpo_ros.errors import SpecError
 
 __all__ = ["ContractBinding", "actuator_kind", "bind", "contract_problems", "load_model", "mjcf_path"]
@@ -31,7 +31,7 @@ class ContractBinding:
 
     qpos_address: np.ndarray  # [n] int, into data.qpos
     dof_address: np.ndarray  # [n] int, into data.qvel / model.dof_*
-    actuator_id: np.ndarray  # [n] int, the position actuator driving each joint
+    actuator_id: np.ndarray  # [n] int, the servo (position or velocity, per the contract) driving each joint
     site_id: int  # end-effector site
     goal_dim: int  # leading coordinates of the site position that the task tracks
     body_ids: np.ndarray  # bodies with mass (everything but the world and mocap bodies)
@@ -114,19 +114,7 @@ def contract_problems(spec: RobotSpec, model: mujoco.MjModel) -> list[str]:
                     f"joint '{joint.name}': spec limits [{joint.lower}, {joint.upper}] exceed the MJCF range "
                     f"[{lo:.6g}, {hi:.6g}]; narrow the spec's lower/upper or widen the MJCF range"
                 )
-        driving = _driving_actuators(model, jid)
-        if len(driving) != 1:
-            problems.append(
-                f"joint '{joint.name}' needs exactly one <position> actuator, found {len(driving)}; add one "
-                f'(<position joint="{joint.name}" kp=...>) or remove the extras'
-            )
-            continue
-        kind = actuator_kind(model, driving[0])
-        if kind != "position":
-            problems.append(
-                f"joint '{joint.name}' is driven by a {kind} actuator, but the contract commands positions; use "
-                "a <position> actuator (kp, kv) in the MJCF"
-            )
+        problems += _actuator_problems(spec, model, joint, jid)
     if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, spec.end_effector) < 0:
         sites = [model.site(i).name for i in range(model.nsite)]
         problems.append(
@@ -150,6 +138,45 @@ def contract_problems(spec: RobotSpec, model: mujoco.MjModel) -> list[str]:
             f"physics_substeps {spec.physics_substeps} produce ({rate:.6g} Hz); {fix}"
         )
     return problems
+
+
+# The MJCF actuator each command interface drives, and how to write one.
+_SERVO_EXAMPLE = {"position": "kp=... kv=...", "velocity": "kv=..."}
+
+
+def _actuator_problems(spec: RobotSpec, model: mujoco.MjModel, joint: JointSpec, jid: int) -> list[str]:
+    """The joint's actuator must be the servo of the contract's interface: a velocity servo fed position
+    targets (or the reverse) would read rad as rad/s and run the arm away."""
+    interface = spec.command_interface
+    example = f'<{interface} joint="{joint.name}" {_SERVO_EXAMPLE[interface]}>'
+    driving = _driving_actuators(model, jid)
+    if len(driving) != 1:
+        return [
+            f"joint '{joint.name}' needs exactly one <{interface}> actuator (the contract's command_interface), "
+            f"found {len(driving)}; add one ({example}) or remove the extras"
+        ]
+    kind = actuator_kind(model, driving[0])
+    if kind != interface:
+        other = (
+            f"or set command_interface: {kind} in the contract if the robot takes {kind} commands"
+            if kind in COMMAND_INTERFACES
+            else "MuJoCo's <position> and <velocity> servos are the supported actuators"
+        )
+        return [
+            f"joint '{joint.name}' is driven by a {kind} actuator, but the contract's command_interface is "
+            f"'{interface}'; use a <{interface}> actuator ({example}) in the MJCF, {other}"
+        ]
+    actuator = driving[0]
+    if interface == "velocity" and model.actuator_ctrllimited[actuator]:
+        low, high = (float(v) for v in model.actuator_ctrlrange[actuator])
+        if low > -joint.velocity_limit or high < joint.velocity_limit:
+            return [
+                f"joint '{joint.name}': the velocity actuator's ctrlrange [{low:g}, {high:g}] is narrower than "
+                f"+-velocity_limit {joint.velocity_limit:g} rad/s, so MuJoCo would clip commands the contract "
+                f'allows; set ctrlrange="-{joint.velocity_limit:g} {joint.velocity_limit:g}" or lower '
+                "velocity_limit"
+            ]
+    return []
 
 
 def mjcf_path(spec: RobotSpec) -> Path:

@@ -12,8 +12,8 @@ mass_scale                 factor on every link's mass (inertia scales with it: 
 inertia_scale              extra factor on link inertias (mass distribution error)
 joint_damping_scale        factor on joint viscous damping
 joint_friction             added joint dry friction (N m, MuJoCo frictionloss)
-actuator_kp_scale          factor on servo stiffness kp
-actuator_kv_scale          factor on servo damping kv
+actuator_kp_scale          factor on position servo stiffness kp (not used by velocity servos)
+actuator_kv_scale          factor on servo damping kv (a velocity servo's gain)
 observation_noise_position std of Gaussian noise on measured joint positions (rad)
 observation_noise_velocity std of Gaussian noise on measured joint velocities (rad/s)
 latency_steps              whole control periods between command and actuation (integers)

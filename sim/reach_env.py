@@ -24,7 +24,10 @@ __all__ = ["RobotReachEnv"]
 
 
 class RobotReachEnv(gym.Env):
-    """Reach a goal position with the end effector of a position-controlled robot.
+    """Reach a goal position with the end effector of a position- or velocity-controlled robot.
+
+    Under a velocity contract the action -> command step is bounded by the measured joint positions
+    (the braking bound), exactly as on the robot, and episodes start at rest (command 0).
 
     Args:
         robot: a shipped robot name ('arm2', 'arm6'), a spec YAML path, or a RobotSpec.
@@ -58,6 +61,7 @@ class RobotReachEnv(gym.Env):
         self._renderer: mujoco.Renderer | None = None
         self._goal = np.zeros(spec.task.goal_dim)
         self._command = observation.default_command(spec)
+        self._positions = spec.joint_arrays.default.copy()  # the latest measured joint positions
         self._last_action = np.zeros(spec.action_dim)
         self._steps = 0
 
@@ -81,7 +85,9 @@ class RobotReachEnv(gym.Env):
         if "joint_positions" in options:
             start = np.asarray(options["joint_positions"], dtype=np.float64)
         else:
-            start = observation.default_command(spec)
+            start = (
+                spec.joint_arrays.default.copy()
+            )  # the default pose (a velocity contract's rest command is 0)
             if dynamics.initial_joint_noise > 0:
                 start = start + rng.normal(0.0, dynamics.initial_joint_noise, spec.num_joints)
             start = np.clip(start, [j.lower for j in spec.joints], [j.upper for j in spec.joints])
@@ -90,12 +96,14 @@ class RobotReachEnv(gym.Env):
             self._goal = np.asarray(options["goal"], dtype=np.float64).reshape(spec.task.goal_dim)
         else:
             self._goal = tasks.sample_goal(spec, rng, scale=dynamics.goal_scale)
-        # The servos hold the start pose: that is the previous command, and its action the last action.
-        self._command = self.sim.joint_positions
+        # The robot rests at the start pose: position servos hold it (that is the previous command),
+        # velocity servos are at 0; its action is the last action.
+        self._command = observation.start_command(spec, self.sim.joint_positions)
         self._last_action = observation.executed_action(spec, self._command)
         self._steps = 0
         self._place_goal_marker()
         positions, velocities = self.sim.measure()
+        self._positions = positions
         obs = observation.build_observation(spec, positions, velocities, self._last_action, self._goal)
         return obs, self._info(self.sim.ee_position)
 
@@ -105,11 +113,13 @@ class RobotReachEnv(gym.Env):
         if action.shape != (spec.action_dim,) or not np.all(np.isfinite(action)):
             raise ValueError(f"action must be {spec.action_dim} finite numbers in [-1, 1], got {action}")
         action = np.clip(action, -1.0, 1.0)
-        command = observation.policy_command(spec, self._command, action)
+        # Measured positions, as the robot's node has them from /joint_states (velocity contracts only).
+        command = observation.policy_command(spec, self._command, action, self._positions)
         self.sim.apply_command(command)
         self.sim.step()
         self._command = command
         positions, velocities = self.sim.measure()
+        self._positions = positions
         ee_position = self.sim.ee_position
         executed = observation.executed_action(spec, command)
         obs = observation.build_observation(spec, positions, velocities, executed, self._goal)

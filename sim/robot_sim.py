@@ -1,10 +1,11 @@
-"""A simulated position-controlled robot: MuJoCo physics plus the actuator and latency model.
+"""A simulated servo-controlled robot: MuJoCo physics plus the actuator and latency model.
 
 `RobotSim` is the physics layer shared by the gymnasium environment (which steps it as fast as it
 can) and the ROS 2 sim node (which steps it in real time from ROS commands). It knows nothing about
-observations, rewards or gym; it takes absolute joint position targets in contract order and moves
-the robot, with the command latency, control-period jitter and measurement noise of the current
-randomisation sample.
+observations, rewards or gym; it takes commands of the contract's interface in contract order (absolute
+joint position targets for <position> servos, joint velocities for <velocity> servos: the servo's
+ctrl is the command either way) and moves the robot, with the command latency, control-period jitter
+and measurement noise of the current randomisation sample.
 
 Latency is counted in physics substeps since `reset`: a command given now reaches the servos after
 `round((latency_steps + latency_fraction) * physics_substeps)` substeps, so it takes effect in the
@@ -27,7 +28,7 @@ __all__ = ["RobotSim"]
 
 
 class RobotSim:
-    """MuJoCo model + data of one robot, driven by position commands in contract joint order."""
+    """MuJoCo model + data of one robot, driven by position or velocity commands in contract joint order."""
 
     def __init__(self, spec: RobotSpec, profile: RandomizationProfile | None = None, seed: int | None = None):
         self.spec = spec
@@ -38,8 +39,10 @@ class RobotSim:
         # Per-step noise (jitter, measurement noise); episode-level draws use the rng given to
         # randomize(). Public so that an environment can seed it from its own generator.
         self.noise_rng = np.random.default_rng(seed)
-        self._lower = np.array([j.lower for j in spec.joints])
-        self._upper = np.array([j.upper for j in spec.joints])
+        # Commands are clipped to the contract's static bounds: joint limits, or +-velocity_limit.
+        self._lower = spec.command_arrays.lower
+        self._upper = spec.command_arrays.upper
+        self._velocity_servos = spec.velocity_commands
         self._default = np.array([j.default for j in spec.joints])
         self._nominal = self._snapshot()
         self.dynamics = DynamicsSample.nominal(len(self.binding.body_ids), spec.num_joints)
@@ -81,7 +84,8 @@ class RobotSim:
 
     @property
     def actuator_targets(self) -> np.ndarray:
-        """Position targets the servos are tracking now (after latency), contract order."""
+        """Targets the servos are tracking now (after latency), contract order: positions (rad) or
+        velocities (rad/s), per the contract's interface."""
         return self._data.ctrl[self.binding.actuator_id].copy()
 
     @property
@@ -101,13 +105,14 @@ class RobotSim:
 
     # --- episode -------------------------------------------------------------------------------
     def reset(self, joint_positions: np.ndarray | None = None) -> None:
-        """Robot at rest at `joint_positions` (default pose if None), servos holding that pose."""
+        """Robot at rest at `joint_positions` (default pose if None): position servos hold that pose,
+        velocity servos are commanded zero velocity."""
         positions = (
             self._default if joint_positions is None else self._checked(joint_positions, "joint_positions")
         )
         mujoco.mj_resetData(self._model, self._data)
         self._data.qpos[self.binding.qpos_address] = positions
-        self._data.ctrl[self.binding.actuator_id] = positions
+        self._data.ctrl[self.binding.actuator_id] = 0.0 if self._velocity_servos else positions
         self._pending.clear()
         self._substep = 0
         mujoco.mj_forward(self._model, self._data)
@@ -129,10 +134,13 @@ class RobotSim:
 
     # --- commands and time ---------------------------------------------------------------------
     def apply_command(self, command: np.ndarray) -> None:
-        """Queue absolute joint position targets (rad, contract order) behind the latency model.
+        """Queue a command (contract order; rad for position servos, rad/s for velocity servos) behind the
+        latency model, clipped to the contract's static bounds.
 
         A malformed command (wrong size, NaN/inf) raises ContractError and leaves the servos on the
-        previous targets: the safe state is to keep holding, never to jump.
+        previous targets: the safe state is to keep holding, never to jump. Like ros2_control's forward
+        controllers, the last command stays in force until the next one (for velocity servos: the arm
+        keeps moving).
         """
         target = np.clip(self._checked(command, "command"), self._lower, self._upper)
         self._pending.append((self._substep + self.latency_substeps, target))
@@ -202,6 +210,7 @@ class RobotSim:
             "inertia": m.body_inertia[b.body_ids].copy(),
             "damping": m.dof_damping[b.dof_address].copy(),
             "friction": m.dof_frictionloss[b.dof_address].copy(),
+            # A position servo's gain is kp; a velocity servo's gain is its kv (gainprm[0] = -biasprm[2]).
             "kp": m.actuator_gainprm[b.actuator_id, 0].copy(),
             "kv": -m.actuator_biasprm[b.actuator_id, 2].copy(),
         }
@@ -212,10 +221,18 @@ class RobotSim:
         m.body_inertia[b.body_ids] = nominal["inertia"] * (sample.mass_scale * sample.inertia_scale)[:, None]
         m.dof_damping[b.dof_address] = nominal["damping"] * sample.joint_damping_scale
         m.dof_frictionloss[b.dof_address] = nominal["friction"] + sample.joint_friction
-        kp = nominal["kp"] * sample.actuator_kp_scale
-        m.actuator_gainprm[b.actuator_id, 0] = kp
-        m.actuator_biasprm[b.actuator_id, 1] = -kp
-        m.actuator_biasprm[b.actuator_id, 2] = -nominal["kv"] * sample.actuator_kv_scale
+        kv = nominal["kv"] * sample.actuator_kv_scale
+        if self._velocity_servos:
+            # torque = kv (command - qdot): gain kv, bias -kv qdot. No position term (biasprm[1] stays 0):
+            # writing -kp there would turn the velocity servo into a position servo. actuator_kp_scale has
+            # no meaning for a velocity servo and is not used.
+            m.actuator_gainprm[b.actuator_id, 0] = kv
+            m.actuator_biasprm[b.actuator_id, 2] = -kv
+        else:
+            kp = nominal["kp"] * sample.actuator_kp_scale
+            m.actuator_gainprm[b.actuator_id, 0] = kp
+            m.actuator_biasprm[b.actuator_id, 1] = -kp
+            m.actuator_biasprm[b.actuator_id, 2] = -kv
         # Constants derived from masses (e.g. constraint scaling of dry friction) follow the new model.
         mujoco.mj_setConst(m, self._data)
         self.dynamics = sample

@@ -107,6 +107,12 @@ def calibrate(config: CalibrateConfig) -> FitResult:
     if not config.bag and not config.data:
         raise ConfigError("give the logs to calibrate from: --bag DIR... or --data DIR...")
     spec = load_spec(config.robot)
+    spec.require_position_interface(
+        "mpo-ros calibrate",
+        "The fit replays logged position commands through <position> servos (kp, kv); velocity commands and "
+        "<velocity> servos are not modelled yet. Calibrate a position-controlled configuration of the robot, "
+        "or tune the velocity servos' kv, joint damping and friction by hand against a recording.",
+    )
     names = parameter_names(spec, config.params)
     segments = _load(config, spec)
     train, validation = split_train_validation(segments, config.validation_fraction)

@@ -4,8 +4,10 @@ Pure numpy and vectorised over leading batch dimensions (`...`), so the same fun
 control step on the robot, a batch of simulated steps, and a whole bag at once. Nothing here imports
 MuJoCo, torch or ROS: what the simulator trains on is, bit for bit, what the robot computes.
 
-Conventions: per-joint vectors follow `spec.joints` order; actions are in [-1, 1];
-commands are absolute joint position targets in rad.
+Conventions: per-joint vectors follow `spec.joints` order; actions are in [-1, 1]; commands are what
+the contract's ``command_interface`` takes: absolute joint position targets in rad (position) or joint
+velocities in rad/s (velocity). A velocity contract's commands are also bounded by the measured joint
+positions (:func:`braking_bounds`), so its action -> command step takes them as an argument.
 
 :class:`StepMapper` is the same mappings for exactly one control step on plain Python floats (the
 robot's hot path, where numpy's per-call cost on 2-6 element vectors outweighs the arithmetic). It is
@@ -16,6 +18,8 @@ thousands of random states, actions and commands), and a change to one must be m
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from mpo_ros.contract.spec import RobotSpec
@@ -24,6 +28,7 @@ from mpo_ros.errors import ContractError
 __all__ = [
     "StepMapper",
     "action_to_command",
+    "braking_bounds",
     "build_observation",
     "command_to_action",
     "default_command",
@@ -34,6 +39,8 @@ __all__ = [
     "observation_names",
     "observation_size",
     "policy_command",
+    "ramp_to_rest",
+    "start_command",
     "unfilter_commands",
 ]
 
@@ -89,11 +96,17 @@ def build_observation(
 
 
 def action_to_command(spec: RobotSpec, action: np.ndarray) -> np.ndarray:
-    """Joint position targets (rad) for an action in [-1, 1] (clipped), within joint limits."""
-    arrays = spec.joint_arrays
+    """The command for an action in [-1, 1] (clipped), within the contract's static bounds.
+
+    Position contract: default + action_scale * action (rad), within the joint limits. Velocity contract:
+    action_scale * action (rad/s), within +-velocity_limit (the position-aware braking bound needs the
+    measured positions and is applied by limit_command).
+    """
+    arrays = spec.command_arrays
     # minimum/maximum rather than np.clip: same result, a third of the cost on the control loop's path.
     action = np.minimum(np.maximum(_vector(action, spec.action_dim, "action"), -1.0), 1.0)
-    return np.minimum(np.maximum(arrays.default + arrays.action_scale * action, arrays.lower), arrays.upper)
+    scale = spec.joint_arrays.action_scale
+    return np.minimum(np.maximum(arrays.offset + scale * action, arrays.lower), arrays.upper)
 
 
 def command_to_action(spec: RobotSpec, command: np.ndarray) -> np.ndarray:
@@ -102,8 +115,8 @@ def command_to_action(spec: RobotSpec, command: np.ndarray) -> np.ndarray:
     Not clipped: a logged command outside the action range shows up as |action| > 1, which the
     data converter counts and reports instead of hiding.
     """
-    arrays = spec.joint_arrays
-    return (_vector(command, spec.action_dim, "command") - arrays.default) / arrays.action_scale
+    offset, scale = spec.command_arrays.offset, spec.joint_arrays.action_scale
+    return (_vector(command, spec.action_dim, "command") - offset) / scale
 
 
 def executed_action(spec: RobotSpec, command: np.ndarray) -> np.ndarray:
@@ -117,25 +130,66 @@ def executed_action(spec: RobotSpec, command: np.ndarray) -> np.ndarray:
     return np.minimum(np.maximum(command_to_action(spec, command), -1.0), 1.0)
 
 
-def limit_command(spec: RobotSpec, previous_command: np.ndarray, command: np.ndarray) -> np.ndarray:
-    """Bound the per-step change of the command and keep it inside joint limits.
+def braking_bounds(spec: RobotSpec, joint_positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Velocity contract: the velocity commands (rad/s) from which each joint can still stop inside its limits.
+
+    With max_delta = d (rad/s per step), rate r and distance s to the limit ahead (0 beyond it), the bound
+    is b(s) = sqrt(d^2 + 2 d r s) - d: a joint that moves one control period at b and then brakes at
+    a = d r stops exactly at the limit (b/r + b^2 / 2a = s). This is the sampled-time form of the
+    continuous sqrt(2 a s) and always below it; unlike the continuous one it never asks for a larger
+    decrease than d in one step while the joint follows its command, so braking and the slew limit
+    agree. Returns (lower, upper) with lower <= 0 <= upper, also within +-velocity_limit.
+    """
+    arrays = spec.joint_arrays
+    positions = _vector(joint_positions, spec.num_joints, "joint_positions")
+    delta = arrays.max_delta
+    reach = 2.0 * delta * spec.control_rate_hz
+    to_lower = np.maximum(positions - arrays.lower, 0.0)
+    to_upper = np.maximum(arrays.upper - positions, 0.0)
+    lower = delta - np.sqrt(delta * delta + reach * to_lower)
+    upper = np.sqrt(delta * delta + reach * to_upper) - delta
+    limit = arrays.velocity_limit
+    return np.maximum(lower, -limit), np.minimum(upper, limit)
+
+
+def limit_command(
+    spec: RobotSpec,
+    previous_command: np.ndarray,
+    command: np.ndarray,
+    joint_positions: np.ndarray | None = None,
+) -> np.ndarray:
+    """Bound the per-step change of the command and keep it inside the contract's bounds.
+
+    Position contract: the joint limits; ``joint_positions`` is not used. Velocity contract: the braking
+    bounds at the measured ``joint_positions`` (required: ContractError without them). When the slew
+    limit and the bounds conflict (a previous command outside them), the bounds win: for a velocity
+    contract that is braking harder than max_delta rather than running into a joint limit.
 
     Applied identically in simulation (so training sees the limit) and on the robot (SafetyFilter).
     """
     arrays = spec.joint_arrays
     previous = _vector(previous_command, spec.action_dim, "previous_command")
     target = _vector(command, spec.action_dim, "command")
-    lower = np.maximum(previous - arrays.max_delta, arrays.lower)
-    upper = np.minimum(previous + arrays.max_delta, arrays.upper)
-    # A previous command outside the joint limits (e.g. a measured hold pose past a limit) first
-    # moves back toward the limits; the bounds can then cross, and the joint limit wins.
-    return np.minimum(np.maximum(target, lower), np.maximum(upper, arrays.lower))
+    if spec.velocity_commands:
+        if joint_positions is None:
+            raise ContractError(
+                "a velocity contract limits commands by the measured joint positions (the braking bound); "
+                "pass joint_positions"
+            )
+        bound_low, bound_high = braking_bounds(spec, joint_positions)
+    else:
+        bound_low, bound_high = arrays.lower, arrays.upper
+    lower = np.maximum(previous - arrays.max_delta, bound_low)
+    upper = np.minimum(previous + arrays.max_delta, bound_high)
+    # A previous command outside the bounds (e.g. a measured hold pose past a limit) first moves back
+    # toward them; the slew bounds can then cross, and the contract's bound wins.
+    return np.minimum(np.maximum(target, lower), np.maximum(upper, bound_low))
 
 
 def filter_command(spec: RobotSpec, previous_command: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """The contract's action filter on a position target: a first-order low-pass from the previous command
-    (its state is the last command, which every user of the contract already tracks); identity for
-    ``action_filter: none``."""
+    """The contract's action filter on a command target (position or velocity): a first-order low-pass from
+    the previous command (its state is the last command, which every user of the contract already
+    tracks); identity for ``action_filter: none``."""
     alpha = spec.filter_alpha
     if alpha == 1.0:
         return np.asarray(target, dtype=np.float64)
@@ -143,20 +197,47 @@ def filter_command(spec: RobotSpec, previous_command: np.ndarray, target: np.nda
     return previous + alpha * (_vector(target, spec.action_dim, "command") - previous)
 
 
-def policy_command(spec: RobotSpec, previous_command: np.ndarray, action: np.ndarray) -> np.ndarray:
-    """THE action -> command step: target, the contract's filter, then the slew and joint limits.
+def policy_command(
+    spec: RobotSpec,
+    previous_command: np.ndarray,
+    action: np.ndarray,
+    joint_positions: np.ndarray | None = None,
+) -> np.ndarray:
+    """THE action -> command step: target, the contract's filter, then the slew and contract bounds.
 
-    The simulator, the scripted recorder and the node's general path call this; ``StepMapper.command``
-    is the same arithmetic on floats (tested bit-identical).
+    ``joint_positions`` (measured, rad) is required by a velocity contract (braking bound) and ignored by a
+    position contract. The simulator, the scripted recorder and the node's general path call this;
+    ``StepMapper.command`` is the same arithmetic on floats (tested bit-identical).
     """
     target = filter_command(spec, previous_command, action_to_command(spec, action))
-    return limit_command(spec, previous_command, target)
+    return limit_command(spec, previous_command, target, joint_positions)
+
+
+def ramp_to_rest(
+    spec: RobotSpec, previous_command: np.ndarray, joint_positions: np.ndarray | None = None
+) -> np.ndarray:
+    """The next command on the way to rest, never a jump.
+
+    Position contract: the previous command within the joint limits (holding it is rest). Velocity
+    contract: one slew step (max_delta) toward 0 rad/s, within +-velocity_limit, and within the braking
+    bounds when ``joint_positions`` are known (they win over the slew, as in limit_command). Without
+    positions (stale or non-finite /joint_states) the slew alone: a previous command inside the braking
+    bound stays inside it while it ramps down at max_delta (see braking_bounds).
+    """
+    previous = _vector(previous_command, spec.action_dim, "previous_command")
+    if not spec.velocity_commands:
+        return np.minimum(np.maximum(previous, spec.joint_arrays.lower), spec.joint_arrays.upper)
+    if joint_positions is not None:
+        return limit_command(spec, previous, np.zeros_like(previous), joint_positions)
+    delta, limit = spec.joint_arrays.max_delta, spec.joint_arrays.velocity_limit
+    toward_zero = np.minimum(np.maximum(0.0, previous - delta), previous + delta)
+    return np.minimum(np.maximum(toward_zero, -limit), limit)
 
 
 def unfilter_commands(spec: RobotSpec, previous_commands: np.ndarray, commands: np.ndarray) -> np.ndarray:
     """The targets that produced logged ``commands`` [T, n] from the commands before them [T, n]: the
-    filter's inverse, so bag conversion recovers the policy's actions (exact unless the slew or a joint
-    limit was active, as without a filter)."""
+    filter's inverse, so bag conversion recovers the policy's actions (exact unless the slew or a
+    contract bound was active, as without a filter). Same for both interfaces."""
     alpha = spec.filter_alpha
     commands = np.asarray(commands, dtype=np.float64)
     if alpha == 1.0:
@@ -166,8 +247,24 @@ def unfilter_commands(spec: RobotSpec, previous_commands: np.ndarray, commands: 
 
 
 def default_command(spec: RobotSpec) -> np.ndarray:
-    """The default pose as a command vector."""
+    """The command of the robot at rest in its default pose: the default pose (position contract) or
+    zero velocity (velocity contract)."""
+    if spec.velocity_commands:
+        return np.zeros(spec.num_joints)
     return spec.joint_arrays.default.copy()
+
+
+def start_command(spec: RobotSpec, joint_positions: np.ndarray) -> np.ndarray:
+    """The command in force at an episode start with the robot at rest at ``joint_positions`` [..., n].
+
+    Position contract: the servos hold the measured pose, so it is the command before the first one.
+    Velocity contract: zero velocity. Simulation resets, the safety filter's enable and bag conversion
+    all start episodes this way (the filter's state and the first observation's last action).
+    """
+    positions = _vector(joint_positions, spec.num_joints, "joint_positions")
+    if spec.velocity_commands:
+        return np.zeros_like(positions)
+    return positions.copy()
 
 
 def joint_array(
@@ -229,6 +326,20 @@ class StepMapper:
         blocks = ("joint_positions", "joint_velocities", "last_action", "goal")
         self._layout = tuple(blocks.index(block) for block in spec.observation)
         self._alpha = spec.filter_alpha
+        self.velocity_commands = spec.velocity_commands
+        # Velocity contracts: (action_scale, velocity_limit, lower, upper, max_delta, 2 max_delta rate).
+        rate = spec.control_rate_hz
+        self._velocity_joints = tuple(
+            (scale, limit, lower, upper, max_delta, 2.0 * max_delta * rate)
+            for scale, limit, lower, upper, max_delta in zip(
+                arrays.action_scale.tolist(),
+                arrays.velocity_limit.tolist(),
+                arrays.lower.tolist(),
+                arrays.upper.tolist(),
+                arrays.max_delta.tolist(),
+                strict=True,
+            )
+        )
 
     def write_observation(
         self,
@@ -264,14 +375,20 @@ class StepMapper:
         out[:] = values
 
     def command(
-        self, previous_command: list[float], action: list[float]
+        self,
+        previous_command: list[float],
+        action: list[float],
+        joint_positions: list[float] | None = None,
     ) -> tuple[list[float], list[float], bool]:
         """``(command, executed, limited)`` for a policy action, from the last sent command.
 
-        command = policy_command(spec, previous_command, action) (target, filter, limits);
+        command = policy_command(spec, previous_command, action, joint_positions) (target, filter, limits);
         executed = executed_action(spec, command), the next observation's last action;
-        limited = limit_command changed the command (a joint or per-step limit was active).
+        limited = limit_command changed the command (a joint, braking or per-step limit was active).
+        ``joint_positions`` (measured, rad) is required by a velocity contract and ignored otherwise.
         """
+        if self.velocity_commands:
+            return self._velocity_command(previous_command, action, joint_positions)
         if len(previous_command) != self.num_joints or len(action) != self.num_joints:
             raise ContractError(
                 f"previous_command and action must have {self.num_joints} values, got "
@@ -303,6 +420,60 @@ class StepMapper:
             commands.append(command)
             # executed_action: (command - default) / scale, clipped to [-1, 1].
             back = (command - default) / scale
+            back = back if back > -1.0 else -1.0
+            executed.append(back if back < 1.0 else 1.0)
+        return commands, executed, limited
+
+    def _velocity_command(
+        self, previous_command: list[float], action: list[float], joint_positions: list[float] | None
+    ) -> tuple[list[float], list[float], bool]:
+        """``command`` for a velocity contract: action_to_command, filter_command, braking_bounds and
+        limit_command, operation for operation (offset 0.0, bounds +-velocity_limit)."""
+        if joint_positions is None:
+            raise ContractError(
+                "a velocity contract limits commands by the measured joint positions (the braking bound); "
+                "pass joint_positions"
+            )
+        n = self.num_joints
+        if len(previous_command) != n or len(action) != n or len(joint_positions) != n:
+            raise ContractError(
+                f"previous_command, action and joint_positions must have {n} values, got "
+                f"{len(previous_command)}, {len(action)} and {len(joint_positions)}"
+            )
+        sqrt = math.sqrt
+        commands: list[float] = []
+        executed: list[float] = []
+        limited = False
+        for (scale, limit, lower, upper, max_delta, reach), previous, value, position in zip(
+            self._velocity_joints, previous_command, action, joint_positions, strict=True
+        ):
+            value = value if value > -1.0 else -1.0
+            value = value if value < 1.0 else 1.0
+            wanted = 0.0 + scale * value
+            wanted = wanted if wanted > -limit else -limit
+            wanted = wanted if wanted < limit else limit
+            if self._alpha != 1.0:
+                wanted = previous + self._alpha * (wanted - previous)
+            # braking_bounds.
+            to_lower = position - lower
+            to_lower = to_lower if to_lower > 0.0 else 0.0
+            to_upper = upper - position
+            to_upper = to_upper if to_upper > 0.0 else 0.0
+            bound_low = max_delta - sqrt(max_delta * max_delta + reach * to_lower)
+            bound_high = sqrt(max_delta * max_delta + reach * to_upper) - max_delta
+            bound_low = bound_low if bound_low > -limit else -limit
+            bound_high = bound_high if bound_high < limit else limit
+            # limit_command.
+            low = previous - max_delta
+            low = low if low > bound_low else bound_low
+            high = previous + max_delta
+            high = high if high < bound_high else bound_high
+            high = high if high > bound_low else bound_low
+            command = wanted if wanted > low else low
+            command = command if command < high else high
+            limited = limited or command != wanted
+            commands.append(command)
+            back = (command - 0.0) / scale
             back = back if back > -1.0 else -1.0
             executed.append(back if back < 1.0 else 1.0)
         return commands, executed, limited

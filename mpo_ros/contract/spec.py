@@ -24,8 +24,10 @@ from mpo_ros.errors import SpecError
 __all__ = [
     "ACTION_FILTERS",
     "COMMAND_INTERFACES",
+    "COMMAND_UNITS",
     "CONTRACT_VERSION",
     "OBSERVATION_BLOCKS",
+    "CommandArrays",
     "JointArrays",
     "JointSpec",
     "RobotSpec",
@@ -42,23 +44,37 @@ CONTRACT_VERSION = 1
 # Action filters the contract can carry (applied by observation.policy_command everywhere).
 ACTION_FILTERS = ("none", "lowpass")
 # Command interfaces the contract can drive (ros2_control names).
-COMMAND_INTERFACES = ("position",)
+COMMAND_INTERFACES = ("position", "velocity")
+# The unit of a command (and of action_scale and max_delta) per interface, for reports and messages.
+COMMAND_UNITS = {"position": "rad", "velocity": "rad/s"}
 # Observation blocks the contract may list, in any order. Each is built in observation.py only.
 OBSERVATION_BLOCKS = ("joint_positions", "joint_velocities", "last_action", "goal")
 
 
 @dataclass(frozen=True)
 class JointSpec:
-    """One actuated joint. Units: rad, rad/s."""
+    """One actuated joint. Units: rad, rad/s.
+
+    The meaning of ``action_scale`` and ``max_delta`` depends on the contract's ``command_interface``:
+
+    - position: command = default + action_scale * action (rad); max_delta is the largest change of the
+      commanded position per control step (rad), i.e. a velocity limit times the control period.
+    - velocity: command = action_scale * action (rad/s, so action_scale <= velocity_limit); max_delta is
+      the largest change of the commanded velocity per control step (rad/s), i.e. the acceleration limit
+      divided by the control rate. It is also the braking deceleration the position-aware bound assumes.
+
+    ``default`` is the nominal pose under both: observation offset and episode start pose.
+    """
 
     name: str
     lower: float
     upper: float
     velocity_limit: float
     default: float
-    # Command = default + action_scale * action, action in [-1, 1].
+    # position: command = default + action_scale * action (rad); velocity: command = action_scale * action
+    # (rad/s); action in [-1, 1].
     action_scale: float
-    # Largest change of the commanded position in one control step (rad); bounds jerk on hardware.
+    # Largest change of the command in one control step, in the command's units (rad or rad/s).
     max_delta: float
 
     def _check(self) -> None:
@@ -135,6 +151,20 @@ class TaskSpec:
         return out
 
 
+class CommandArrays(NamedTuple):
+    """How an action becomes a command, per joint (read-only float64, contract order; cached per spec).
+
+    command = offset + action_scale * action, clipped to [lower, upper]: for a position contract the
+    offset is the default pose and the bounds are the joint limits; for a velocity contract the offset
+    is 0 and the bounds are +-velocity_limit (the position-aware braking bound comes on top, see
+    observation.braking_bounds).
+    """
+
+    offset: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
 class JointArrays(NamedTuple):
     """Per-joint numbers as read-only float64 vectors in contract order (cached per spec)."""
 
@@ -164,11 +194,14 @@ class RobotSpec:
     # "position_offset": absolute position targets around the default pose (the only mode so far).
     action_mode: str = "position_offset"
     # The ros2_control command interface the commands are for: "position" (forward_position_controller or
-    # a JointTrajectory of positions). The MJCF's actuators must be position servos; the node refuses a
-    # command topic that names another interface (e.g. /forward_velocity_controller/commands).
+    # a JointTrajectory of positions; the MJCF's actuators are <position> servos) or "velocity"
+    # (forward_velocity_controller, joint velocities in rad/s; <velocity> servos in the MJCF). The node
+    # refuses a command topic that names another interface (e.g. /forward_velocity_controller/commands
+    # under a position contract).
     command_interface: str = "position"
     # Action filter, part of the contract so simulation, bag conversion and the node apply the same one:
-    # "none", or "lowpass": a first-order low-pass on the position target before the slew limit,
+    # "none", or "lowpass": a first-order low-pass on the command target (position or velocity) before the
+    # slew limit,
     # target_f = previous_command + alpha (target - previous_command), alpha = 1 - exp(-2 pi fc / rate).
     action_filter: str = "none"
     action_filter_cutoff_hz: float = 0.0
@@ -209,6 +242,23 @@ class RobotSpec:
         return JointArrays(*(vector(key) for key in JointArrays._fields))
 
     @property
+    def velocity_commands(self) -> bool:
+        """True for a velocity contract: commands are joint velocities (rad/s), the rest command is 0."""
+        return self.command_interface == "velocity"
+
+    @cached_property
+    def command_arrays(self) -> CommandArrays:
+        """The action -> command offset and static bounds for this contract's interface (hot path: cached)."""
+        arrays = self.joint_arrays
+        if self.velocity_commands:
+            parts = (np.zeros(self.num_joints), -arrays.velocity_limit, arrays.velocity_limit.copy())
+        else:
+            parts = (arrays.default.copy(), arrays.lower.copy(), arrays.upper.copy())
+        for part in parts:
+            part.flags.writeable = False
+        return CommandArrays(*parts)
+
+    @property
     def filter_alpha(self) -> float:
         """The low-pass filter's smoothing factor per control step (1.0: no filter)."""
         if self.action_filter != "lowpass":
@@ -218,6 +268,15 @@ class RobotSpec:
     @property
     def mjcf_path(self) -> Path:
         return Path(self.source_dir) / self.mjcf
+
+    def require_position_interface(self, tool: str, limitation: str) -> None:
+        """Refuse a velocity contract in a tool that only handles position commands (SpecError naming the
+        limitation and what to do instead), rather than reading its rad/s commands as positions."""
+        if self.command_interface != "position":
+            raise SpecError(
+                f"{tool} handles position contracts only, but robot '{self.name}' has command_interface: "
+                f"{self.command_interface}. {limitation}"
+            )
 
     # --- validation ----------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -262,8 +321,18 @@ class RobotSpec:
         if self.command_interface not in COMMAND_INTERFACES:
             problems.append(
                 f"{where}: command_interface '{self.command_interface}' is not supported; use one of "
-                f"{list(COMMAND_INTERFACES)} (velocity and effort interfaces are not implemented yet)"
+                f"{list(COMMAND_INTERFACES)} (the effort interface is not implemented)"
             )
+        elif self.command_interface == "velocity":
+            # At |action| = 1 the command is action_scale rad/s: above velocity_limit it would be clipped
+            # for every large action, flattening the action space the policy learns on.
+            problems += [
+                f"{where}: joint '{j.name}': action_scale {j.action_scale} rad/s exceeds velocity_limit "
+                f"{j.velocity_limit} rad/s; under a velocity contract action_scale is the speed at |action| "
+                "= 1, set it to at most velocity_limit"
+                for j in self.joints
+                if not j.problems() and j.action_scale > j.velocity_limit
+            ]
         problems += self.task.problems()
         if problems:
             # Every problem at once: a user fixing a spec should not iterate one error at a time.

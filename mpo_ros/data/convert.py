@@ -6,7 +6,7 @@ Per bag: read /joint_states, the command topic and the goal topic in one pass (b
 align them on the command times (align.py); cut episodes; rebuild what the controller saw with the
 contract's own functions (observation.build_observation with last_action = the previous step's
 executed action, observation.executed_action of the logged command; observation.command_to_action
-for the action); relabel rewards and success with mpo_ros.contract.tasks from
+for the action; position targets or velocities, per the contract's command_interface); relabel rewards and success with mpo_ros.contract.tasks from
 end-effector positions computed by forward kinematics (mpo_ros_sim.kinematics). Every dropped
 message or step is counted by reason; the summary is printed and stored in meta.json.
 
@@ -18,6 +18,7 @@ missing and skipped; the dataset is written from the bags that could be used, an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from mpo_ros.contract.observation import (
     command_to_action,
     executed_action,
     observation_names,
+    start_command,
     unfilter_commands,
 )
 from mpo_ros.contract.resolve import mjcf_location
@@ -77,8 +79,9 @@ class Bag2DataConfig:
     )
     out: str = option("", "output dataset folder, e.g. data/<name> (written atomically)")
     command_topic: str = option(
-        "/forward_position_controller/commands",
-        "topic of the joint position commands (Float64MultiArray or JointTrajectory; type read from the bag)",
+        "",
+        "topic of the joint commands (Float64MultiArray or JointTrajectory; type read from the bag); empty: "
+        "/forward_<interface>_controller/commands for the contract's command_interface",
     )
     joint_states_topic: str = option("/joint_states", "sensor_msgs/JointState topic")
     goal_topic: str = option("/goal", "geometry_msgs/PointStamped goal topic")
@@ -158,6 +161,7 @@ def read_bag_streams(
     bag: OpenBag, spec: RobotSpec, config: Bag2DataConfig
 ) -> tuple[CommandStream, JointStateStream, PointStream]:
     """The three streams of one bag in contract joint order, or BagError/ContractError saying what is missing."""
+    config = _with_command_topic(config, spec)
     wanted = (
         (config.command_topic, (FLOAT64_MULTI_ARRAY, JOINT_TRAJECTORY), "--command-topic"),
         (config.joint_states_topic, (JOINT_STATE,), "--joint-states-topic"),
@@ -209,11 +213,13 @@ def build_transitions(
     for start, end in bounds:
         if end - start < 2:
             continue
-        # At an episode start the servos hold the current pose: it is the command before the first one
-        # (the filter's state) and its action the last action (as in the reach environment's reset).
-        before = np.concatenate([steps.joint_positions[start][None], steps.command[start : end - 1]])
+        # At an episode start the robot rests (position servos hold the current pose, velocity servos are
+        # at 0): that is the command before the first one (the filter's state) and its action the last
+        # action, as in the reach environment's reset (observation.start_command, one rule for both).
+        rest = start_command(spec, steps.joint_positions[start])
+        before = np.concatenate([rest[None], steps.command[start : end - 1]])
         actions = command_to_action(spec, unfilter_commands(spec, before, steps.command[start:end]))
-        held = executed_action(spec, steps.joint_positions[start])
+        held = executed_action(spec, rest)
         executed = executed_action(spec, steps.command[start:end])
         previous = np.concatenate([held[None], executed[:-1]])
         obs = build_observation(
@@ -261,8 +267,17 @@ def build_transitions(
     return arrays, lengths, out_of_range
 
 
+def _with_command_topic(config: Bag2DataConfig, spec: RobotSpec) -> Bag2DataConfig:
+    """An empty command_topic means the forward controller of the contract's interface."""
+    if config.command_topic:
+        return config
+    topic = f"/forward_{spec.command_interface}_controller/commands"
+    return dataclasses.replace(config, command_topic=topic)
+
+
 def convert_bag(path: str | Path, spec: RobotSpec, config: Bag2DataConfig) -> BagTransitions:
     """Transitions of one bag (raises BagError/ContractError when the bag cannot be used at all)."""
+    config = _with_command_topic(config, spec)
     max_age = config.max_state_age if config.max_state_age is not None else 2.5 * spec.control_period
     with open_bag(path, config.typestore) as bag:
         commands, states, goals = read_bag_streams(bag, spec, config)
@@ -355,6 +370,7 @@ def convert_bags(config: Bag2DataConfig) -> tuple[Path, dict[str, Any]]:
     if not config.out:
         raise DatasetError("give the output folder with --out data/<name>")
     spec = resolve_robot(config.robot, config.mjcf)
+    config = _with_command_topic(config, spec)
     out = Path(config.out)
     check_writable_dataset_path(out, config.overwrite)  # before any work: refuse a non-dataset --out
     parts: list[BagTransitions] = []

@@ -59,7 +59,7 @@ def inverse_kinematics(spec: RobotSpec, goal: np.ndarray, iterations: int = 200)
 
     lower = np.array([j.lower for j in spec.joints])
     upper = np.array([j.upper for j in spec.joints])
-    q = default_command(spec) + 0.3  # off the straight-arm singularity
+    q = spec.joint_arrays.default + 0.3  # off the straight-arm singularity
     step = 1e-5
     for _ in range(iterations):
         probe = np.vstack([q, q + step * np.eye(len(q))])
@@ -100,6 +100,11 @@ def record_scripted_bag(
     robot = spec if isinstance(spec, RobotSpec) else None
     env = RobotReachEnv(robot if robot is not None else str(spec), randomize=randomize)
     spec = env.robot_spec
+    spec.require_position_interface(
+        "the scripted recorder",
+        "It chases inverse-kinematics poses with position commands; record a velocity robot by serving a "
+        "policy on `mpo-ros sim-robot --record`.",
+    )
     rng = np.random.default_rng(seed)
     store = messages.typestore("kilted")
     period_ns = round(spec.control_period * 1e9)

@@ -6,6 +6,15 @@ Kept apart from rclpy so the node stays a shell and every rule is unit-tested wi
 holds both pass through it (joint limits and per-step ``max_delta`` from the last command), a hold
 without a target repeats it, and entering policy control resets it to the *measured* position, so
 neither enabling nor a hold ever makes the arm jump.
+
+Velocity contracts: a forward_velocity_controller keeps executing the last command, so neither
+"publish nothing" nor "repeat the last command" stops the arm. Where the supervisor says HOLD (disabled
+with on_disabled=hold, stale /joint_states with on_stale=hold, non-finite data, no goal yet) the
+controller publishes the ramp to zero velocity and then zeros, every tick, as a position hold repeats
+its pose; where it says NONE (a fault, on_*=stop) it publishes the ramp up to the first zero command
+and then nothing (the controller keeps executing that zero; the command QoS is reliable, and a node
+that keeps publishing would fight whatever stream the operator switched to). A hold with a target
+pose is also a ramp to zero: the simplest behaviour that is always safe.
 """
 
 from __future__ import annotations
@@ -64,7 +73,7 @@ class PolicyController:
         decision = self.supervisor.decide(now_ns)
         if decision.action is Action.NONE:
             self.safety.disable()
-            return None, decision.state
+            return self.safety.stop(), decision.state  # position: None; velocity: the ramp to zero
         if decision.action is Action.HOLD:
             self.safety.disable()
             return self.safety.hold(decision.command), decision.state
@@ -81,3 +90,13 @@ class PolicyController:
                 + ("holding the last command" if step.publish else "not publishing"),
             )
         return (step.command if step.publish else None), decision.state
+
+    def stop_command(self) -> np.ndarray | None:
+        """Disable and give the next command of the way to rest: None for a position contract (stopping
+        publishing is safe there) and, for a velocity contract, None once a zero command was given.
+
+        The node calls this at deactivate and shutdown until it returns None, one call per control
+        period, so a velocity-controlled arm is ramped to rest before the node goes quiet.
+        """
+        self.safety.disable()
+        return self.safety.stop()

@@ -3,8 +3,9 @@
 ROS-free (numpy, onnxruntime through :class:`~mpo_ros.robot.onnx_policy.OnnxPolicy`), so every rule is
 unit-tested and the ROS node stays a shell.
 
-- :class:`SafetyFilter` turns actions into joint position commands that respect joint limits and
-  per-step deltas (``observation.limit_command``), and holds or stops on non-finite data.
+- :class:`SafetyFilter` turns actions into joint commands that respect the contract's bounds and
+  per-step deltas (``observation.limit_command``), and holds or stops on non-finite data. Under a
+  velocity contract "hold" and "stop" are a ramp to zero velocity (see the class docstring).
 - :func:`policy_step` is one control step, joint state in, :class:`SafetyDecision` out; the policy
   node's controller (:mod:`mpo_ros.robot.controller`) calls it once per tick and the latency
   benchmark measures exactly this call. For float arrays of the contract's sizes it takes a hot path
@@ -31,7 +32,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mpo_ros.contract.observation import StepMapper, build_observation, executed_action, limit_command
+from mpo_ros.contract.observation import (
+    StepMapper,
+    build_observation,
+    default_command,
+    executed_action,
+    limit_command,
+    ramp_to_rest,
+)
 from mpo_ros.contract.policy_file import MissingContractError
 from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.errors import ContractError
@@ -61,10 +69,12 @@ ON_FAULT = ("hold", "stop")
 class SafetyDecision(NamedTuple):
     """What to do this control step.
 
-    command: joint position targets [num_joints] in contract order (rad). On a fault it is the last
-        safe command (the hold position). Always within joint limits.
+    command: joint commands [num_joints] in contract order: position targets (rad) or velocities (rad/s),
+        per the contract's interface. On a fault it is the last safe command (position: the hold
+        position; velocity: the next step of the ramp to zero). Always within the contract's bounds.
     publish: send ``command`` this step. False when stopped or not enabled: send nothing and let the
-        controller's own hold/timeout behaviour take over.
+        controller's own hold/timeout behaviour take over (a velocity contract publishes its ramp to zero
+        first: a forward_velocity_controller keeps executing the last command it got).
     fault: None when the policy's command passed (possibly clamped); else a FAULT_* code.
     """
 
@@ -100,6 +110,14 @@ class SafetyFilter:
     The last command and last action are kept as Python floats for ``observation.StepMapper``, the
     single-step form of the contract mappings (bit-identical to the vectorised ones, a third of the
     cost); :attr:`last_command` and :attr:`last_action` give them as arrays.
+
+    Velocity contracts. ros2_control's forward_velocity_controller keeps executing the last command it
+    received, so "publish nothing" or "repeat the last command" would leave the arm moving. Wherever a
+    position contract holds or stops publishing, a velocity contract ramps its command to zero at the
+    slew limit (max_delta per step, never a jump; harder only where the braking bound at known joint
+    positions demands it) via :meth:`hold` (keeps publishing: zeros once at rest) and :meth:`stop`
+    (publishes the ramp up to and including the first zero, then nothing). :meth:`reset` continues from
+    the last command sent (zero after a completed ramp), so enabling is bumpless too.
     """
 
     def __init__(self, spec: RobotSpec, on_fault: str = "hold") -> None:
@@ -114,7 +132,8 @@ class SafetyFilter:
         self._lower = np.array([j.lower for j in spec.joints])
         self._upper = np.array([j.upper for j in spec.joints])
         self._mapper = StepMapper(spec)
-        self._command: list[float] = [j.default for j in spec.joints]
+        self._velocity = spec.velocity_commands
+        self._command: list[float] = default_command(spec).tolist()
         self._action: list[float] = [0.0] * spec.action_dim
         self.enabled = False
         self.stopped = False
@@ -151,6 +170,9 @@ class SafetyFilter:
     def reset(self, hold_positions: np.ndarray) -> None:
         """Enable: hold ``hold_positions`` (measured joints, contract order), clear the fault latch.
 
+        Velocity contract: the command continues from the last one sent (zero velocity once a ramp to
+        rest completed; zero if nothing was sent), never from a jump.
+
         Raises ContractError if the positions are not finite or of the wrong size: enabling from an
         unknown pose is refused rather than guessed.
         """
@@ -160,7 +182,10 @@ class SafetyFilter:
                 f"cannot enable: hold positions must be {self.spec.num_joints} finite values for "
                 f"{list(self.spec.joint_names)}, got {hold.tolist()}; wait for a valid /joint_states"
             )
-        command = np.clip(hold, self._lower, self._upper)
+        if self._velocity:
+            command = np.array(self._command) if self.has_command else default_command(self.spec)
+        else:
+            command = np.clip(hold, self._lower, self._upper)
         self._command = command.tolist()
         # As in simulation (sim/reach_env.py reset): the held pose is the previous command and its
         # action, clipped to [-1, 1], the last action the first observation sees.
@@ -176,7 +201,13 @@ class SafetyFilter:
         same joint and per-step limits as policy commands, so control passing between the policy and
         a hold never jumps. Returns None when there is nothing to hold (no command sent yet and no
         target). Does not enable the filter.
+
+        Velocity contract: holding still is zero velocity, so this is the next step of the ramp to zero
+        (zeros once at rest, also when nothing was sent yet); ``target``, the measured positions when
+        known, only feeds the braking bound.
         """
+        if self._velocity:
+            return self._ramp(target)
         if target is None:
             return self.last_command if self.has_command else None
         target = np.asarray(target, dtype=np.float64)
@@ -187,29 +218,67 @@ class SafetyFilter:
         return command
 
     def disable(self) -> None:
-        """E-stop: publish nothing until the next :meth:`reset`."""
+        """E-stop: the policy's commands stop until the next :meth:`reset` (a velocity contract's caller
+        publishes :meth:`stop` meanwhile: the ramp to zero)."""
         self.enabled = False
 
-    def step(self, observation: np.ndarray, action: np.ndarray) -> SafetyDecision:
-        """Command for a policy action in [-1, 1] (``action_to_command``, then limits)."""
+    def stop(self, joint_positions: np.ndarray | None = None) -> np.ndarray | None:
+        """What to publish where a position contract publishes nothing: None, except under a velocity
+        contract whose last command was not zero: then the next step of the ramp to zero, up to and
+        including the first zero command (the forward controller then keeps executing zero).
+
+        ``joint_positions`` (measured, when known and valid) feeds the braking bound.
+        """
+        if not self._velocity or not self.has_command or not any(self._command):
+            return None
+        return self._ramp(joint_positions)
+
+    def _ramp(self, joint_positions: np.ndarray | None) -> np.ndarray:
+        positions = None
+        if joint_positions is not None:
+            positions = np.asarray(joint_positions, dtype=np.float64)
+            if positions.shape != (self.spec.num_joints,) or not np.isfinite(positions).all():
+                positions = None  # the slew alone still ramps down inside the braking bound
+        command = ramp_to_rest(self.spec, np.array(self._command), positions)
+        self._command = command.tolist()
+        self._action = executed_action(self.spec, command).tolist()
+        self.has_command = True
+        return command
+
+    def step(
+        self, observation: np.ndarray, action: np.ndarray, joint_positions: np.ndarray | None = None
+    ) -> SafetyDecision:
+        """Command for a policy action in [-1, 1] (``action_to_command``, then limits).
+
+        ``joint_positions`` (measured, rad): required by a velocity contract (the braking bound; a
+        missing or malformed one is FAULT_BAD_INPUT, a non-finite one FAULT_NONFINITE_OBSERVATION).
+        """
         observation, action = np.asarray(observation), np.asarray(action)
         gate = self._gate(observation, action)
         if gate is not None:
             return gate
         if action.shape != (self.spec.action_dim,):
             return self.reject(FAULT_BAD_INPUT)
-        return self._accept_action(np.asarray(action, dtype=np.float64).tolist())
+        positions = self._positions(joint_positions)
+        if isinstance(positions, SafetyDecision):
+            return positions
+        return self._accept_action(np.asarray(action, dtype=np.float64).tolist(), positions)
 
-    def step_command(self, observation: np.ndarray, command: np.ndarray) -> SafetyDecision:
-        """Like :meth:`step` for a controller that already produced joint position targets (rad)."""
+    def step_command(
+        self, observation: np.ndarray, command: np.ndarray, joint_positions: np.ndarray | None = None
+    ) -> SafetyDecision:
+        """Like :meth:`step` for a controller that already produced joint commands (rad or rad/s)."""
         observation, command = np.asarray(observation), np.asarray(command)
         gate = self._gate(observation, command)
         if gate is not None:
             return gate
         if command.shape != (self.spec.num_joints,):
             return self.reject(FAULT_BAD_INPUT)
+        positions = self._positions(joint_positions)
+        if isinstance(positions, SafetyDecision):
+            return positions
         wanted = np.asarray(command, dtype=np.float64)
-        limited = limit_command(self.spec, np.array(self._command), wanted)
+        limited = limit_command(self.spec, np.array(self._command), wanted, positions)
         self.steps += 1
         if not np.array_equal(limited, wanted):
             self.limited_steps += 1
@@ -217,10 +286,34 @@ class SafetyFilter:
         self.has_command = True
         return SafetyDecision(limited, True, None)
 
+    def _positions(self, joint_positions: np.ndarray | None) -> list[float] | SafetyDecision | None:
+        """The measured positions a velocity contract's step needs, as floats; a fault decision if unusable."""
+        if not self._velocity:
+            return None
+        if joint_positions is None:
+            return self.reject(FAULT_BAD_INPUT)
+        positions = np.asarray(joint_positions, dtype=np.float64)
+        if positions.shape != (self.spec.num_joints,):
+            return self.reject(FAULT_BAD_INPUT)
+        if not np.isfinite(positions).all():
+            return self.reject(FAULT_NONFINITE_OBSERVATION)
+        return positions.tolist()
+
     def reject(self, fault: str) -> SafetyDecision:
-        """Count ``fault`` and return the hold (or stop) decision for it."""
+        """Count ``fault`` and return the hold (or stop) decision for it.
+
+        Velocity contract: the hold is the next step of the ramp to zero; a stop publishes the ramp up to
+        the first zero, then nothing (see :meth:`stop`).
+        """
         self.steps += 1
         self.fault_counts[fault] = self.fault_counts.get(fault, 0) + 1
+        if self._velocity:
+            if self.enabled and self.on_fault == "stop":
+                self.stopped = True
+            if self.enabled and not self.stopped:
+                return SafetyDecision(self._ramp(None), True, fault)
+            ramp = self.stop()
+            return SafetyDecision(np.array(self._command) if ramp is None else ramp, ramp is not None, fault)
         hold = np.array(self._command)
         if not self.enabled:
             return SafetyDecision(hold, False, fault)
@@ -240,9 +333,11 @@ class SafetyFilter:
             return self.reject(FAULT_NONFINITE_ACTION)
         return None
 
-    def _accept_action(self, action: list[float]) -> SafetyDecision:
-        """A finite action of the right size: map, limit, and remember command and executed action."""
-        command, self._action, limited = self._mapper.command(self._command, action)
+    def _accept_action(self, action: list[float], joint_positions: list[float] | None) -> SafetyDecision:
+        """A finite action of the right size: map, limit, and remember command and executed action.
+
+        ``joint_positions``: finite measured positions (velocity contracts), None for position contracts."""
+        command, self._action, limited = self._mapper.command(self._command, action, joint_positions)
         self.steps += 1
         if limited:
             self.limited_steps += 1
@@ -287,11 +382,14 @@ def policy_step(
             mapper.write_observation(observation, positions, velocities, safety._action, goal_values)
             if not math.isfinite(sum(observation.tolist())):
                 return safety.reject(FAULT_NONFINITE_OBSERVATION)
+            if mapper.velocity_commands and not math.isfinite(sum(positions)):
+                # The braking bound needs finite positions even when the observation does not carry them.
+                return safety.reject(FAULT_NONFINITE_OBSERVATION)
             try:
                 action = policy.act_bound()
             except NonFiniteActionError:
                 return safety.reject(FAULT_NONFINITE_ACTION)
-            return safety._accept_action(action)
+            return safety._accept_action(action, positions)
     # Anything else (lists, other dtypes or sizes, a policy object that is not an OnnxPolicy): the
     # vectorised mappings, which also turn wrong sizes into ContractError -> FAULT_BAD_INPUT.
     try:
@@ -305,7 +403,7 @@ def policy_step(
         return safety.reject(FAULT_NONFINITE_ACTION)
     except ContractError:
         return safety.reject(FAULT_BAD_INPUT)
-    return safety.step(observation, action)
+    return safety.step(observation, action, joint_positions)
 
 
 def _floats(values: Any, size: int) -> list[float] | None:

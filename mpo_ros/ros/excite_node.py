@@ -219,10 +219,18 @@ def run(args: argparse.Namespace) -> int:
         use_sim_time=args.use_sim_time,
     )
     spec = load_spec(config.robot)
+    spec.require_position_interface("mpo-ros excite", EXCITE_VELOCITY_LIMITATION)
     excitation.check(spec)
     if config.stale_timeout <= 0 or config.start_timeout <= 0:
         raise ConfigError("--stale-timeout and --start-timeout must be > 0 s")
     return excite(config, spec)
+
+
+EXCITE_VELOCITY_LIMITATION = (
+    "Excitation plays position targets about the measured pose through the position safety filter; velocity "
+    "excitation is not implemented. Excite the robot with its vendor tools and record /joint_states and "
+    "/forward_velocity_controller/commands, or excite a position-controlled configuration of it."
+)
 
 
 def excite(config: ExciteConfig, spec: RobotSpec) -> int:

@@ -1,4 +1,4 @@
-"""The policy node `mpo_policy`: /joint_states -> ONNX policy -> safety -> position commands.
+"""The policy node `mpo_policy`: /joint_states -> ONNX policy -> safety -> joint commands.
 
 Run it as ``ros2 run mpo_ros policy_node --ros-args -p policy:=models/arm2_reach.onnx``,
 ``ros2 launch mpo_ros policy.launch.py`` or ``mpo-ros serve --policy models/arm2_reach.onnx``.
@@ -39,6 +39,14 @@ from two runs of the whole benchmark):
 
 Choose ``loop: timer`` with ``use_sim_time`` (timers follow /clock; the deadline loops follow the
 wall clock). rclpy publishers are thread-safe, so the ``thread`` mode publishes from its own thread.
+
+Command interface: the contract's ``command_interface`` says what the commands are. ``position``:
+absolute targets (rad) to /forward_position_controller/commands or a JointTrajectory; ``velocity``:
+joint velocities (rad/s, Float64MultiArray only) to /forward_velocity_controller/commands. An empty
+``command_topic`` picks that default; a topic naming another interface is refused unless
+``allow_interface_mismatch``. A forward_velocity_controller keeps executing the last command, so under a
+velocity contract every hold and stop is a ramp to zero velocity (mpo_ros/robot/controller.py), and
+deactivate (``on_deactivate: stop``), cleanup and shutdown publish that ramp before going quiet.
 
 Safety (rules in mpo_ros/robot/supervisor.py, the control step in mpo_ros/robot/controller.py): the
 node starts disabled and holds the measured position; ``~/enable`` (std_srvs/SetBool) enables it,
@@ -150,7 +158,11 @@ class PolicyNodeConfig(SupervisorSettings):
     device: str = option("cpu", "onnxruntime device", choices=DEVICE_CHOICES)
     rate_hz: float = option(0.0, "control rate (Hz); 0 uses the contract's control_rate_hz")
     joint_states_topic: str = option("/joint_states", "sensor_msgs/JointState input (sensor-data QoS)")
-    command_topic: str = option("/forward_position_controller/commands", "position command output topic")
+    command_topic: str = option(
+        "",
+        "command output topic; empty: /forward_<interface>_controller/commands for the contract's "
+        "command_interface (position or velocity)",
+    )
     command_type: str = option("float64_multi_array", "command message type", choices=COMMAND_TYPE_CHOICES)
     allow_interface_mismatch: bool = option(
         False,
@@ -209,7 +221,7 @@ class PolicyNodeConfig(SupervisorSettings):
             raise ConfigError(f"warmup_lead must be in [0, 0.01) s, got {self.warmup_lead}")
         if not (math.isfinite(self.spin_margin) and 0 <= self.spin_margin < 0.01):
             raise ConfigError(f"spin_margin must be in [0, 0.01) s, got {self.spin_margin}")
-        for name in ("joint_states_topic", "command_topic", "goal_topic"):
+        for name in ("joint_states_topic", "goal_topic"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} must name a topic")
 
@@ -273,6 +285,7 @@ class PolicyNode(LifecycleNode):
         self._entities: list[Any] = []  # publishers, subscriptions, services, timers of `configure`
         self._loop_timers: list[Any] = []  # timers of `activate` (timer and joint_state loops)
         self._publish_command: Any = None
+        self.command_topic = ""  # resolved at configure: the parameter, or the contract interface's default
         self._enable_pending = False
         self._last_tick_ns = 0
         self._stop_requested = False
@@ -308,6 +321,7 @@ class PolicyNode(LifecycleNode):
         self.supervisor.enable(False)
         if self.config.on_deactivate == "stop":
             self._stop_loop()
+            self._ramp_to_rest()  # velocity contracts: the forward controller would keep the last command
         self.lifecycle_state = "inactive"
         self.get_logger().info(
             f"deactivated: {'holding the measured position' if self.loop else 'not publishing'}"
@@ -342,12 +356,14 @@ class PolicyNode(LifecycleNode):
                 f"warmup_lead {cfg.warmup_lead} s + spin_margin {cfg.spin_margin} s leave too little of the "
                 f"{1e3 / self.rate_hz:.3g} ms period at {self.rate_hz:g} Hz; lower warmup_lead (0 = off)"
             )
-        check_command_interface(cfg.command_topic, spec.command_interface, cfg.allow_interface_mismatch)
+        self.command_topic = cfg.command_topic or default_command_topic(spec.command_interface)
+        check_command_interface(self.command_topic, spec.command_interface, cfg.allow_interface_mismatch)
+        check_command_type(cfg.command_type, spec.command_interface)
         self.supervisor = Supervisor(spec, supervisor_settings(cfg))
         self.controller = PolicyController(self.policy, self.supervisor)
         self._goal_dim = spec.task.goal_dim
         self._publish_command = make_command_publisher(
-            self, cfg.command_topic, cfg.command_type, spec.joint_names, 1.0 / self.rate_hz
+            self, self.command_topic, cfg.command_type, spec.joint_names, 1.0 / self.rate_hz
         )
         self._entities = [
             self.create_subscription(JointState, cfg.joint_states_topic, self._on_joint_state, SENSOR_QOS),
@@ -361,7 +377,8 @@ class PolicyNode(LifecycleNode):
         self._diagnostics, self._diagnostics_timer = self._entities[3], self._entities[4]
         self.get_logger().info(
             f"policy {cfg.policy} for robot '{spec.name}' joints {list(spec.joint_names)} "
-            f"at {self.rate_hz:g} Hz ({cfg.loop} loop); commands -> {cfg.command_topic} [{cfg.command_type}]"
+            f"at {self.rate_hz:g} Hz ({cfg.loop} loop); {spec.command_interface} commands -> "
+            f"{self.command_topic} [{cfg.command_type}]"
         )
 
     def _check_name_is_unique(self, seconds: float) -> None:
@@ -379,16 +396,53 @@ class PolicyNode(LifecycleNode):
                 return
             time.sleep(0.05)
 
+    def _ramp_to_rest(self) -> None:
+        """Velocity contracts: publish the ramp to zero velocity, one command per control period, before
+        the node goes quiet (a forward_velocity_controller keeps executing the last command it got).
+        Nothing for position contracts. Runs with the control loop stopped, so nothing else publishes."""
+        controller, publish = self.controller, self._publish_command
+        if controller is None or publish is None or not controller.spec.velocity_commands:
+            return
+        arrays = controller.spec.joint_arrays
+        # Enough steps for the fastest possible command to reach zero at max_delta per step.
+        steps = int(max(arrays.velocity_limit / arrays.max_delta)) + 2
+        period = 1.0 / self.rate_hz
+        deadline = time.monotonic()
+        published = 0
+        for _ in range(steps):
+            command = controller.stop_command()
+            if command is None:
+                break
+            publish(command, self.get_clock().now().nanoseconds)
+            published += 1
+            deadline += period
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        if published:
+            self.get_logger().info(f"ramped the velocity command to zero in {published} control periods")
+            self._wait_for_command_acks()
+
+    def _wait_for_command_acks(self, timeout_s: float = 0.5) -> None:
+        """Give the reliable command publisher time to deliver the final zero before it is destroyed."""
+        from rclpy.duration import Duration
+
+        topic = self.resolve_topic_name(self.command_topic)
+        for publisher in [p for p in self.publishers if p.topic_name == topic]:
+            try:
+                publisher.wait_for_all_acked(Duration(seconds=timeout_s))
+            except Exception as exc:  # not every RMW implements it; the zero was still published
+                self.get_logger().warning(f"could not confirm delivery of the final zero command: {exc}")
+
     def _release(self) -> None:
         self.active = False
         self._stop_loop()
+        self._ramp_to_rest()
         for entity in self._entities:
             self._destroy(entity)
         self._entities = []
         if self._publish_command is not None:
             # The command publisher lives inside the publish function; a second configure must not
             # leave two (the graph check would take this node for its own twin).
-            topic = self.resolve_topic_name(self.config.command_topic)
+            topic = self.resolve_topic_name(self.command_topic)
             for publisher in [p for p in self.publishers if p.topic_name == topic]:
                 self.destroy_publisher(publisher)
         self._publish_command = None
@@ -487,7 +541,8 @@ class PolicyNode(LifecycleNode):
                 executor.spin_once(timeout_sec=0.05)
 
     def finish(self) -> None:
-        """Stop commanding and release. The controller keeps the last command (no zero command is sent)."""
+        """Stop commanding and release. A position controller keeps the last command (no command is sent);
+        a velocity contract first ramps its command to zero (see `_ramp_to_rest`)."""
         self._release()
 
     @property
@@ -569,7 +624,7 @@ class PolicyNode(LifecycleNode):
         if self.supervisor is None:
             return
         me = (self.get_name(), self.get_namespace())
-        topic = self.resolve_topic_name(self.config.command_topic)
+        topic = self.resolve_topic_name(self.command_topic)
         publishers = self.get_publishers_info_by_topic(topic)
         mine = [p for p in publishers if (p.node_name, p.node_namespace) == me]
         others = sorted(
@@ -723,6 +778,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 INTERFACE_WORDS = ("position", "velocity", "effort")
+
+
+def default_command_topic(interface: str) -> str:
+    """The command topic of ros2_control's forward controller for ``interface`` (when none is configured)."""
+    return f"/forward_{interface}_controller/commands"
+
+
+def check_command_type(command_type: str, interface: str) -> None:
+    """Refuse a JointTrajectory output under a velocity contract: its points carry positions for a
+    joint_trajectory_controller, and velocities put there would be read as a trajectory to follow."""
+    if interface == "velocity" and command_type == "joint_trajectory":
+        raise ConfigError(
+            "command_type joint_trajectory sends position trajectories, but the policy's contract commands "
+            "the 'velocity' interface; use command_type float64_multi_array with a forward_velocity_controller "
+            "(/forward_velocity_controller/commands)"
+        )
 
 
 def check_command_interface(topic: str, interface: str, allow_mismatch: bool) -> None:

@@ -2,9 +2,10 @@
 
 Run it as ``mpo-ros sim-robot --robot arm2`` or ``ros2 run mpo_ros sim_node --ros-args -p robot:=arm2``.
 It publishes /joint_states (sensor-data QoS, contract names; optionally in another order, with an
-extra joint, or without one joint, to exercise the policy node's name matching), takes position
-commands on ``command_topic`` (Float64MultiArray in contract order, or JointTrajectory by joint
-name), and steps `mpo_ros_sim.robot_sim.RobotSim` one control period per tick from a fixed-rate
+extra joint, or without one joint, to exercise the policy node's name matching), takes commands of the
+robot's ``command_interface`` on ``command_topic`` (positions: Float64MultiArray in contract order, or
+JointTrajectory by joint name; velocities: Float64MultiArray in rad/s, executed like ros2_control's
+forward_velocity_controller does, the last command until the next one), and steps `mpo_ros_sim.robot_sim.RobotSim` one control period per tick from a fixed-rate
 loop (mpo_ros/robot/rate.py) at ``rate_hz * realtime_factor`` wall-clock ticks per second. With
 ``use_sim_time`` it publishes /clock and stamps messages with simulated time.
 
@@ -92,7 +93,10 @@ class SimNodeConfig:
     seed: int = option(0, "seed of randomisation and goals")
     goal_period: float = option(4.0, "seconds (simulated) between new goals; 0 disables the goal publisher")
     joint_states_topic: str = option("/joint_states", "sensor_msgs/JointState output")
-    command_topic: str = option("/forward_position_controller/commands", "position command input topic")
+    command_topic: str = option(
+        "",
+        "command input topic; empty: /forward_<interface>_controller/commands for the robot's command_interface",
+    )
     command_type: str = option("float64_multi_array", "command message type", choices=COMMAND_TYPE_CHOICES)
     goal_topic: str = option("/goal", "geometry_msgs/PointStamped goal output")
     joint_order: str = option(
@@ -121,7 +125,7 @@ class SimNodeConfig:
             raise ConfigError(f"realtime_factor must be in [0.01, 100], got {self.realtime_factor}")
         if not (math.isfinite(self.goal_period) and self.goal_period >= 0):
             raise ConfigError(f"goal_period must be >= 0 s, got {self.goal_period}")
-        for name in ("joint_states_topic", "command_topic", "goal_topic"):
+        for name in ("joint_states_topic", "goal_topic"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} must name a topic")
 
@@ -243,13 +247,21 @@ class SimNode(Node):
         self._joint_states = self.create_publisher(JointState, cfg.joint_states_topic, SENSOR_QOS)
         self._goals = self.create_publisher(PointStamped, cfg.goal_topic, 10)
         self._clock_publisher = self.create_publisher(Clock, "/clock", 10) if self.use_sim_time else None
+        self.command_topic = (
+            cfg.command_topic or f"/forward_{self.spec.command_interface}_controller/commands"
+        )
+        if self.spec.velocity_commands and cfg.command_type == "joint_trajectory":
+            raise ConfigError(
+                f"robot '{self.spec.name}' takes velocity commands (command_interface: velocity), which a "
+                "JointTrajectory of positions cannot carry; use command_type float64_multi_array"
+            )
         command_msg = Float64MultiArray if cfg.command_type == "float64_multi_array" else JointTrajectory
-        self.create_subscription(command_msg, cfg.command_topic, self._on_command, 10)
+        self.create_subscription(command_msg, self.command_topic, self._on_command, 10)
         self.loop = FixedRateLoop(self.rate_hz * cfg.realtime_factor, self._tick, name="mpo_sim_physics")
         self.get_logger().info(
             f"robot '{self.spec.name}' ({cfg.randomize} randomisation) at {self.rate_hz:g} Hz x "
             f"{cfg.realtime_factor:g} real time; /joint_states names {self._names}; commands <- "
-            f"{cfg.command_topic} [{cfg.command_type}]"
+            f"{self.command_topic} [{self.spec.command_interface}, {cfg.command_type}]"
         )
 
     # --- recording hook ----------------------------------------------------------------
@@ -263,7 +275,7 @@ class SimNode(Node):
 
     # --- inputs ------------------------------------------------------------------------
     def _on_command(self, msg: Any) -> None:
-        self._tap(self.config.command_topic, msg)
+        self._tap(self.command_topic, msg)
         try:
             command = command_from_message(msg, self.spec.joint_names)
             if not np.all(np.isfinite(command)):

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 import onnxruntime as ort
 
 from mpo_ros.contract.policy_file import NotOnnxError, decode_metadata
-from mpo_ros.contract.spec import RobotSpec
+from mpo_ros.contract.spec import COMMAND_UNITS, RobotSpec
 from mpo_ros.errors import PolicyFileError
 
 __all__ = ["add_arguments", "describe", "format_report", "run"]
@@ -86,20 +86,36 @@ def format_report(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _action_lines(spec: RobotSpec) -> list[str]:
+    """How an action becomes a command, in the units of the contract's interface."""
+    if spec.velocity_commands:
+        mapping = "velocity command (rad/s) = action_scale * action, action in [-1, 1];"
+        bounds = (
+            "clipped to +-velocity_limit, to +-max_delta (rad/s) per step, and to the braking bound that "
+            "stops each joint inside [lower, upper]"
+        )
+    else:
+        mapping = f"{spec.action_mode}: command (rad) = default + action_scale * action, action in [-1, 1];"
+        bounds = "clipped to [lower, upper] and to +-max_delta (rad) per step"
+    if spec.action_filter == "lowpass":
+        filtered = (
+            f"low-pass filtered (cutoff {spec.action_filter_cutoff_hz:g} Hz, alpha {spec.filter_alpha:.4f} per "
+            f"step), then {bounds}"
+        )
+    else:
+        filtered = f"no action filter; {bounds}"
+    return [f"action      {mapping}", f"            {filtered}"]
+
+
 def _contract_lines(spec: RobotSpec) -> list[str]:
+    unit = COMMAND_UNITS[spec.command_interface]
     lines = [
         f"robot       {spec.name} (contract version {spec.contract_version})",
         f"control     {spec.control_rate_hz:g} Hz (period {spec.control_period * 1e3:g} ms), "
         f"{spec.physics_substeps} physics substeps per step in simulation",
-        f"action      {spec.action_mode}: command = default + action_scale * action, action in [-1, 1];",
-        (
-            f"            low-pass filtered (cutoff {spec.action_filter_cutoff_hz:g} Hz, alpha "
-            f"{spec.filter_alpha:.4f} per step), then clipped to [lower, upper] and to +-max_delta per step"
-            if spec.action_filter == "lowpass"
-            else "            no action filter; clipped to [lower, upper] and to +-max_delta per step"
-        ),
+        *_action_lines(spec),
         f"interface   {spec.command_interface} commands (ros2_control); goals in frame '{spec.task.goal_frame}'",
-        "joints      (rad, rad/s)",
+        f"joints      (lower/upper/default rad, vel_limit rad/s; scale and max_delta in {unit})",
         f"  {'name':<16} {'lower':>9} {'upper':>9} {'default':>9} {'scale':>9} {'max_delta':>9} {'vel_limit':>9}",
     ]
     for j in spec.joints:

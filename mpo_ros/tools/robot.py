@@ -1,8 +1,10 @@
 """`mpo-ros robot init | check`: bring your own robot.
 
-``init`` writes a starter contract from an MJCF: the joints driven by ``<position>`` actuators (in actuator
-order), limits from their ranges, the default pose from a keyframe, an action scale of half the range, a
-slew limit from a velocity limit and the rate, a control rate the MJCF timestep can produce, and a reach
+``init`` writes a starter contract from an MJCF: the joints driven by ``<position>`` actuators, or by
+``<velocity>`` actuators for a velocity contract (in actuator order; the interface is detected from the
+servos or given with ``--interface``), limits from their ranges, the default pose from a keyframe, an
+action scale of half the range (position) or the velocity limit (velocity), a slew limit from a velocity
+limit and the rate (position) or an acceleration limit and the rate (velocity), a control rate the MJCF timestep can produce, and a reach
 goal box sampled from the end effector's workspace. ``check`` lists *every* problem of a contract and its
 MJCF at once, each with its fix. Nothing in the MJCF beyond joints, position actuators and an
 end-effector site is required: the simulator adds what it needs (goal marker, floor, camera) itself.
@@ -23,6 +25,8 @@ from mpo_ros.errors import SpecError
 __all__ = ["add_arguments", "check_robot", "init_robot", "run"]
 
 DEFAULT_OBSERVATION = ["joint_positions", "joint_velocities", "last_action", "goal"]
+# rad/s^2; a velocity contract's max_delta is this divided by the control rate.
+DEFAULT_ACCELERATION_LIMIT = 10.0
 # The reach reward of the shipped arms (contract/tasks.py): distance, a sharp bowl near the goal, an
 # action-rate penalty on executed actions and a bonus inside the success radius.
 DEFAULT_TASK_PARAMS = {
@@ -43,8 +47,15 @@ def init_robot(
     velocity_limit: float = math.pi,
     name: str | None = None,
     seed: int = 0,
+    interface: str | None = None,
+    acceleration_limit: float = DEFAULT_ACCELERATION_LIMIT,
 ) -> dict[str, Any]:
-    """Write a starter contract YAML for ``mjcf`` to ``out`` and return it as a dict."""
+    """Write a starter contract YAML for ``mjcf`` to ``out`` and return it as a dict.
+
+    ``interface``: "position" or "velocity"; None detects it from the MJCF's servos (all <velocity>:
+    velocity, otherwise position). A velocity contract gets action_scale = velocity_limit (rad/s at
+    |action| = 1, capped by the actuator's ctrlrange) and max_delta = acceleration_limit / rate.
+    """
     import mujoco
 
     mjcf, out = Path(mjcf).resolve(), Path(out)
@@ -61,13 +72,19 @@ def init_robot(
     substeps = max(1, round(1.0 / (model.opt.timestep * rate_hz)))
     achieved = 1.0 / (model.opt.timestep * substeps)
     qpos = _keyframe_qpos(model, keyframe)
+    servos = [a for a in range(model.nu) if int(model.actuator_trntype[a]) == int(mujoco.mjtTrn.mjTRN_JOINT)]
+    kinds = {actuator_kind(model, a) for a in servos}
+    if interface is None:
+        interface = "velocity" if kinds == {"velocity"} else "position"
+    if interface not in ("position", "velocity"):
+        raise SpecError(f"--interface must be position or velocity, got {interface!r}")
+    if not (math.isfinite(acceleration_limit) and acceleration_limit > 0):
+        raise SpecError(f"--acceleration-limit must be a positive number (rad/s^2), got {acceleration_limit}")
     joints, skipped = [], []
-    for actuator in range(model.nu):
-        if int(model.actuator_trntype[actuator]) != int(mujoco.mjtTrn.mjTRN_JOINT):
-            continue
+    for actuator in servos:
         jid = int(model.actuator_trnid[actuator, 0])
         joint_name = model.joint(jid).name
-        if actuator_kind(model, actuator) != "position":
+        if actuator_kind(model, actuator) != interface:
             skipped.append(f"{joint_name} ({actuator_kind(model, actuator)} actuator)")
             continue
         if model.jnt_limited[jid]:
@@ -78,28 +95,36 @@ def init_robot(
             skipped.append(f"{joint_name} (no range: add range=... to the joint)")
             continue
         default = float(np.clip(qpos[model.jnt_qposadr[jid]], lower, upper))
+        speed = float(velocity_limit)
+        if interface == "velocity":
+            if not model.jnt_limited[jid]:  # a velocity servo's ctrlrange is in rad/s, not a position range
+                skipped.append(f"{joint_name} (a velocity contract needs the joint's range: add range=...)")
+                continue
+            if model.actuator_ctrllimited[actuator]:  # MuJoCo would clip faster commands
+                speed = min(speed, *(abs(float(v)) for v in model.actuator_ctrlrange[actuator]))
         joints.append(
             {
                 "name": joint_name,
                 "lower": lower,
                 "upper": upper,
-                "velocity_limit": float(velocity_limit),
+                "velocity_limit": speed,
                 "default": default,
-                "action_scale": round(0.5 * (upper - lower), 6),
-                "max_delta": round(velocity_limit / achieved, 6),
+                "action_scale": speed if interface == "velocity" else round(0.5 * (upper - lower), 6),
+                "max_delta": round((acceleration_limit if interface == "velocity" else speed) / achieved, 6),
             }
         )
     if not joints:
         raise SpecError(
-            f"{mjcf} has no joint driven by a <position> actuator with a range; skipped: {skipped}"
+            f"{mjcf} has no joint driven by a <{interface}> actuator with a range; skipped: {skipped}"
         )
-    low, high = _workspace_box(model, joints, site, seed)
+    low, high = _workspace_box(model, joints, site, seed, interface)
     contract = {
         "name": name or mjcf.stem,
         "mjcf": str(mjcf) if out.parent.resolve() != mjcf.parent else mjcf.name,
         "end_effector": end_effector,
         "control_rate_hz": round(achieved, 9),
         "physics_substeps": substeps,
+        "command_interface": interface,
         "observation": DEFAULT_OBSERVATION,
         "joints": joints,
         "task": {
@@ -116,9 +141,22 @@ def init_robot(
         f"# control_rate_hz: {achieved:.6g} Hz = 1 / (timestep {model.opt.timestep} s x {substeps} substeps)"
         + (f" (asked for {rate_hz} Hz)" if abs(achieved - rate_hz) > 1e-6 * rate_hz else ""),
         f"# velocity_limit is {velocity_limit:.3g} rad/s for every joint (MJCF has no such field): set your",
-        "# robot's datasheet values; max_delta = velocity_limit / rate bounds the command slew per step.",
-        "# action_scale is half the joint range; the goal box covers the middle 80 % of the end effector's",
-        "# sampled workspace. Check it with `mpo-ros robot check` after editing.",
+    ]
+    if interface == "velocity":
+        header += [
+            "# robot's datasheet values (capped by each <velocity> actuator's ctrlrange). command_interface:",
+            "# velocity (the MJCF's servos are <velocity>): commands are joint velocities, action_scale is the",
+            f"# speed at |action| = 1 and max_delta = acceleration limit {acceleration_limit:g} rad/s^2 / rate is the",
+            "# per-step change of the velocity command (also the braking deceleration near joint limits).",
+        ]
+    else:
+        header += [
+            "# robot's datasheet values; max_delta = velocity_limit / rate bounds the command slew per step.",
+            "# action_scale is half the joint range.",
+        ]
+    header += [
+        "# The goal box covers the middle 80 % of the end effector's sampled workspace. Check it with",
+        "# `mpo-ros robot check` after editing.",
     ]
     if skipped:
         header.append(f"# Not in the contract: {', '.join(skipped)}")
@@ -139,8 +177,18 @@ def _keyframe_qpos(model: Any, keyframe: str | None) -> np.ndarray:
     return model.key_qpos[key].copy()
 
 
+def _action_range(
+    interface: str, lower: np.ndarray, upper: np.ndarray, default: np.ndarray, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Joint positions the policy's actions can reach: default +- action_scale within the limits for a
+    position contract; the whole range between the limits for a velocity contract (it integrates)."""
+    if interface == "velocity":
+        return lower, upper
+    return np.maximum(lower, default - scale), np.minimum(upper, default + scale)
+
+
 def _workspace_box(
-    model: Any, joints: list[dict[str, Any]], site: int, seed: int
+    model: Any, joints: list[dict[str, Any]], site: int, seed: int, interface: str = "position"
 ) -> tuple[list[float], list[float]]:
     """A goal box the contract's action range can reach: the middle 80 % (per axis) of end-effector
     positions over joint positions sampled in that range, shrunk towards the end effector's position at the
@@ -153,8 +201,13 @@ def _workspace_box(
     address = [
         model.jnt_qposadr[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, j["name"])] for j in joints
     ]
-    low_q = np.array([max(j["lower"], j["default"] - j["action_scale"]) for j in joints])
-    high_q = np.array([min(j["upper"], j["default"] + j["action_scale"]) for j in joints])
+    low_q, high_q = _action_range(
+        interface,
+        np.array([j["lower"] for j in joints]),
+        np.array([j["upper"] for j in joints]),
+        np.array([j["default"] for j in joints]),
+        np.array([j["action_scale"] for j in joints]),
+    )
 
     def tip(q: np.ndarray) -> np.ndarray:
         data.qpos[:] = model.qpos0
@@ -219,8 +272,9 @@ def _reachability_problems(spec: Any) -> list[str]:
     from mpo_ros_sim.kinematics import end_effector_positions
 
     arrays = spec.joint_arrays
-    low = np.maximum(arrays.lower, arrays.default - arrays.action_scale)
-    high = np.minimum(arrays.upper, arrays.default + arrays.action_scale)
+    low, high = _action_range(
+        spec.command_interface, arrays.lower, arrays.upper, arrays.default, arrays.action_scale
+    )
     rng = np.random.default_rng(0)
     samples = rng.uniform(low, high, size=(4000, len(low)))
     reach = end_effector_positions(spec, samples)
@@ -256,6 +310,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     init.add_argument(
         "--velocity-limit", type=float, default=math.pi, help="joint speed limit, rad/s (all joints)"
     )
+    init.add_argument(
+        "--interface",
+        choices=("position", "velocity"),
+        default=None,
+        help="command interface (default: velocity if every servo is <velocity>, else position)",
+    )
+    init.add_argument(
+        "--acceleration-limit",
+        type=float,
+        default=DEFAULT_ACCELERATION_LIMIT,
+        help="velocity contracts: joint acceleration limit, rad/s^2 (max_delta = this / rate)",
+    )
     init.add_argument("--name", default=None, help="robot name (default: the MJCF's file name)")
     check = sub.add_parser("check", help="list every problem of a contract and its MJCF")
     check.add_argument("spec", help="contract YAML")
@@ -266,7 +332,15 @@ def run(args: argparse.Namespace) -> int:
         if Path(args.out).exists():
             raise SpecError(f"{args.out} exists; choose another --out (init never overwrites a contract)")
         contract = init_robot(
-            args.mjcf, args.end_effector, args.out, args.rate, args.keyframe, args.velocity_limit, args.name
+            args.mjcf,
+            args.end_effector,
+            args.out,
+            args.rate,
+            args.keyframe,
+            args.velocity_limit,
+            args.name,
+            interface=args.interface,
+            acceleration_limit=args.acceleration_limit,
         )
         print(f"wrote {args.out}: {len(contract['joints'])} joints at {contract['control_rate_hz']:.6g} Hz")
         print(f"next: edit velocity limits and the goal box, then `mpo-ros robot check {args.out}`")

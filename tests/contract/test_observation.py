@@ -127,13 +127,34 @@ def _awkward_spec() -> RobotSpec:
     return RobotSpec("awkward3", joints, 123.456789, 7, ("goal", "joint_velocities", "joint_positions"), task)
 
 
-@pytest.fixture(scope="module", params=["arm2", "arm6", "awkward3", "arm2_lowpass"])
-def any_spec(request) -> RobotSpec:
+def _as_velocity(spec: RobotSpec) -> RobotSpec:
+    """The same robot under a velocity contract: action_scale at most velocity_limit, max_delta in rad/s."""
     import dataclasses
 
-    if request.param == "arm2_lowpass":  # the contract's action filter in the fused path too
-        return dataclasses.replace(load_spec("arm2"), action_filter="lowpass", action_filter_cutoff_hz=4.0)
-    return _awkward_spec() if request.param == "awkward3" else load_spec(request.param)
+    joints = tuple(
+        dataclasses.replace(
+            j, action_scale=min(j.action_scale, j.velocity_limit), max_delta=3.0 * j.max_delta
+        )
+        for j in spec.joints
+    )
+    return dataclasses.replace(spec, joints=joints, command_interface="velocity")
+
+
+@pytest.fixture(
+    scope="module",
+    params=["arm2", "arm6", "awkward3", "arm2_lowpass", "arm2v", "arm6v", "awkward3v", "arm2v_lowpass"],
+)
+def any_spec(request) -> RobotSpec:
+    """Position and velocity contracts: StepMapper must equal the vectorised functions under both."""
+    import dataclasses
+
+    name = request.param.removesuffix("_lowpass")
+    velocity = name.endswith("v")
+    name = name.removesuffix("v") if velocity else name
+    spec = _awkward_spec() if name == "awkward3" else load_spec(name)
+    if request.param.endswith("_lowpass"):  # the contract's action filter in the fused path too
+        spec = dataclasses.replace(spec, action_filter="lowpass", action_filter_cutoff_hz=4.0)
+    return _as_velocity(spec) if velocity else spec
 
 
 def _bits(values) -> np.ndarray:
@@ -153,14 +174,30 @@ def _random_actions(rng: np.random.Generator, count: int, size: int) -> np.ndarr
     return actions
 
 
-def _random_commands(rng: np.random.Generator, spec: RobotSpec, count: int) -> np.ndarray:
-    """Commands inside, on and beyond the joint limits (a measured hold pose can be past a limit)."""
+def _random_positions(rng: np.random.Generator, spec: RobotSpec, count: int) -> np.ndarray:
+    """Joint positions inside, on and beyond the joint limits (a measured hold pose can be past a limit)."""
     arrays = spec.joint_arrays
     span = arrays.upper - arrays.lower
-    commands = rng.uniform(arrays.lower - 0.5 * span, arrays.upper + 0.5 * span, (count, spec.num_joints))
+    positions = rng.uniform(arrays.lower - 0.5 * span, arrays.upper + 0.5 * span, (count, spec.num_joints))
     on_limit = rng.choice(np.stack([arrays.lower, arrays.upper]), count)  # rows of lower or upper
     pick = rng.random((count, spec.num_joints)) < 0.1
-    return np.where(pick, on_limit, commands)
+    # Close to a limit, where a velocity contract's braking bound is active.
+    near = on_limit + rng.normal(0.0, 0.05, on_limit.shape) * span
+    pick_near = rng.random((count, spec.num_joints)) < 0.3
+    mixed = np.where(pick, on_limit, np.where(pick_near, near, positions))
+    # Whole rows well inside the limits, so that with 6 joints some steps have no joint near a limit.
+    central = rng.uniform(arrays.lower + 0.3 * span, arrays.upper - 0.3 * span, mixed.shape)
+    return np.where(rng.random((count, 1)) < 0.4, central, mixed)
+
+
+def _random_commands(rng: np.random.Generator, spec: RobotSpec, count: int) -> np.ndarray:
+    """Commands inside, on and beyond the contract's static bounds (joint limits, or +-velocity_limit)."""
+    if not spec.velocity_commands:
+        return _random_positions(rng, spec, count)
+    limit = spec.joint_arrays.velocity_limit
+    commands = rng.uniform(-1.5 * limit, 1.5 * limit, (count, spec.num_joints))
+    on_limit = rng.choice(np.stack([-limit, limit, 0.0 * limit]), count)
+    return np.where(rng.random((count, spec.num_joints)) < 0.1, on_limit, commands)
 
 
 def test_step_mapper_command_equals_the_vectorised_mappings(any_spec: RobotSpec) -> None:
@@ -175,10 +212,14 @@ def test_step_mapper_command_equals_the_vectorised_mappings(any_spec: RobotSpec)
     near = rng.random(count) < 0.5
     offsets = rng.uniform(-1.2, 1.2, (count, spec.num_joints)) * spec.joint_arrays.max_delta
     previous[near] = (wanted + offsets)[near]
-    expected = observation.policy_command(spec, previous, actions)
+    positions = _random_positions(rng, spec, count)
+    expected = observation.policy_command(spec, previous, actions, positions)
     expected_executed = observation.executed_action(spec, expected)
     expected_limited = np.any(expected != observation.filter_command(spec, previous, wanted), axis=-1)
-    results = [mapper.command(p.tolist(), a.tolist()) for p, a in zip(previous, actions, strict=True)]
+    results = [
+        mapper.command(p.tolist(), a.tolist(), q.tolist())
+        for p, a, q in zip(previous, actions, positions, strict=True)
+    ]
     commands = np.array([r[0] for r in results])
     executed = np.array([r[1] for r in results])
     limited = np.array([r[2] for r in results])
@@ -194,10 +235,14 @@ def test_step_mapper_command_equals_the_vectorised_mappings_along_a_trajectory(a
     mapper = observation.StepMapper(spec)
     fast = vectorised = _random_commands(rng, spec, 1)[0]
     fast = fast.tolist()
+    # A velocity contract's positions follow the commands (integrated), so the braking bound meets them.
+    positions = _random_positions(rng, spec, 1)[0]
     for action in _random_actions(rng, 2000, spec.action_dim):
-        fast, executed, limited = mapper.command(fast, action.tolist())
+        fast, executed, limited = mapper.command(fast, action.tolist(), positions.tolist())
         wanted = observation.filter_command(spec, vectorised, observation.action_to_command(spec, action))
-        vectorised = observation.limit_command(spec, vectorised, wanted)
+        vectorised = observation.limit_command(spec, vectorised, wanted, positions)
+        if spec.velocity_commands:
+            positions = positions + vectorised / spec.control_rate_hz
         assert _bits(np.array(fast)).tolist() == _bits(vectorised).tolist()
         assert (
             _bits(np.array(executed)).tolist()
@@ -235,7 +280,12 @@ def test_step_mapper_rejects_wrong_sizes(any_spec: RobotSpec) -> None:
     with pytest.raises(ContractError, match="goal"):
         mapper.write_observation(out, [0.0] * n, [0.0] * n, [0.0] * n, [*goal, 0.0])
     with pytest.raises(ContractError, match="action"):
-        mapper.command([0.0] * n, [0.0] * (n - 1))
+        mapper.command([0.0] * n, [0.0] * (n - 1), [0.0] * n)
+    if spec.velocity_commands:
+        with pytest.raises(ContractError, match="joint_positions"):
+            mapper.command([0.0] * n, [0.0] * n, [0.0] * (n + 1))
+        with pytest.raises(ContractError, match="pass joint_positions"):
+            mapper.command([0.0] * n, [0.0] * n)
 
 
 def test_the_lowpass_filter_is_a_first_order_lag_and_conversion_inverts_it() -> None:

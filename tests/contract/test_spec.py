@@ -122,8 +122,8 @@ def test_command_interface_and_goal_frame_are_part_of_the_contract() -> None:
     assert ur5e.command_interface == "position" and ur5e.task.goal_frame == "base_link"
     data = ur5e.to_dict()
     assert RobotSpec.from_dict(data) == ur5e  # round trip through the JSON the ONNX file carries
-    data["command_interface"] = "velocity"
-    with pytest.raises(SpecError, match="command_interface 'velocity' is not supported"):
+    data["command_interface"] = "effort"
+    with pytest.raises(SpecError, match="command_interface 'effort' is not supported"):
         RobotSpec.from_dict(data)
     older = ur5e.to_dict()
     del older["command_interface"], older["task"]["goal_frame"]  # a contract written before these fields

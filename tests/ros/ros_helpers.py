@@ -36,7 +36,11 @@ class NodeProcess(processes.NodeProcess):
 class Probe:
     """An rclpy node in the test process: records what the nodes publish, publishes test inputs."""
 
-    def __init__(self, command_type: str = "float64_multi_array") -> None:
+    def __init__(
+        self,
+        command_type: str = "float64_multi_array",
+        command_topic: str = "/forward_position_controller/commands",
+    ) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PointStamped
@@ -57,9 +61,7 @@ class Probe:
         self.diagnostics: list[dict[str, str]] = []
         self.joint_states: list[Any] = []
         command_msg = Float64MultiArray if command_type == "float64_multi_array" else JointTrajectory
-        self.node.create_subscription(
-            command_msg, "/forward_position_controller/commands", self._on_command, 10
-        )
+        self.node.create_subscription(command_msg, command_topic, self._on_command, 10)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.node.create_subscription(
             JointState, "/joint_states", self._on_joint_state, qos_profile_sensor_data

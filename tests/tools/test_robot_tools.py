@@ -59,7 +59,10 @@ def test_check_lists_every_problem_with_its_fix(tmp_path, capsys) -> None:
     assert "4 problem(s)" in printed
     assert "joint 'shoulder' is not in the MJCF" in printed
     assert "joint 'j2': spec limits [-2.2, 3.0] exceed the MJCF range" in printed
-    assert "joint 'j3' is driven by a velocity actuator, but the contract commands positions" in printed
+    assert (
+        "joint 'j3' is driven by a velocity actuator, but the contract's command_interface is 'position'"
+        in printed
+    )
     assert "control_rate_hz 50.0 is not what the MJCF timestep 0.0025 s x physics_substeps 7" in printed
     assert "set physics_substeps: 8" in printed
     # Contract-level problems are listed together too.
