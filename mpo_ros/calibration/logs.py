@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpo_ros.contract.observation import action_to_command, observation_names
+from mpo_ros.contract.observation import observation_names, policy_command, start_command
 from mpo_ros.contract.spec import RobotSpec
 from mpo_ros.data.bag_reader import open_bag, read_streams
 from mpo_ros.data.dataset import load_dataset
@@ -133,7 +133,10 @@ def load_dataset_segments(path: str | Path, spec: RobotSpec, min_seconds: float)
     """Segments from a converted dataset: each episode's observed joints and commanded targets.
 
     A dataset keeps the joint state the controller saw at each command, so state and command share
-    the command's timestamp; joint positions are stored relative to the default pose.
+    the command's timestamp; joint positions are stored relative to the default pose. Its actions are
+    the policy's targets (bag2data inverts the contract's action filter), so the commands the robot
+    executed are rebuilt the way the robot built them: ``observation.policy_command`` from the episode's
+    start command, filter and limits included (with ``action_filter: none`` that is the targets).
     """
     dataset = load_dataset(path)
     names = observation_names(spec)
@@ -148,11 +151,16 @@ def load_dataset_segments(path: str | Path, spec: RobotSpec, min_seconds: float)
     observations = np.asarray(dataset.observations, dtype=np.float64)
     positions = observations[:, pos_cols] + spec.joint_arrays.default
     velocities = observations[:, vel_cols]
-    commands = action_to_command(spec, np.asarray(dataset.actions, dtype=np.float64))
+    actions = np.asarray(dataset.actions, dtype=np.float64)
+    commands = np.empty_like(actions)
     times = np.asarray(dataset.timestamps, dtype=np.int64)
     segments: list[LogSegment] = []
     for start, end in dataset.episode_bounds():
         sl = slice(start, end)
+        command = start_command(spec, positions[start])
+        for t in range(start, end):
+            command = policy_command(spec, command, actions[t], positions[t])
+            commands[t] = command
         segments += _segments(
             f"{path}[{start}:{end}]",
             spec,

@@ -36,20 +36,21 @@ def test_sim_recording_converts_to_the_transitions_the_sim_produced(
     """cutoff_hz > 0: the contract's low-pass filter; the converter must invert it to recover actions."""
     import dataclasses
 
-    if cutoff_hz:
-        arm2 = dataclasses.replace(arm2, action_filter="lowpass", action_filter_cutoff_hz=cutoff_hz)
-        spec_file = tmp_path / "arm2_lowpass.yaml"
-        import yaml
+    import yaml
 
-        data = arm2.to_dict()
-        data["mjcf"] = str(arm2.mjcf_path.resolve())
-        spec_file.write_text(yaml.safe_dump(json.loads(json.dumps(data))))
+    # Both ways explicitly (arm2 ships with a 3 Hz low-pass): no filter, and the filter inverted.
+    arm2 = dataclasses.replace(
+        arm2, action_filter="lowpass" if cutoff_hz else "none", action_filter_cutoff_hz=cutoff_hz
+    )
+    spec_file = tmp_path / "arm2_variant.yaml"
+    data = arm2.to_dict()
+    data["mjcf"] = str(arm2.mjcf_path.resolve())
+    spec_file.write_text(yaml.safe_dump(json.loads(json.dumps(data))))
     bag = tmp_path / "bag"
     rollouts = record_scripted_bag(
         arm2, bag, storage=storage, episodes=EPISODES, seed=7, command_type=command_type
     )
-    robot = str(spec_file) if cutoff_hz else "arm2"
-    config = Bag2DataConfig(bags=[str(bag)], robot=robot, out=str(tmp_path / "ds"), progress=False)
+    config = Bag2DataConfig(bags=[str(bag)], robot=str(spec_file), out=str(tmp_path / "ds"), progress=False)
     path, summary = convert_bags(config)
     data = load_dataset(path)
     steps = arm2.episode_steps

@@ -15,6 +15,7 @@ from mpo_ros.contract.observation import (
     command_to_action,
     default_command,
     executed_action,
+    policy_command,
 )
 from mpo_ros.contract.policy_file import MissingContractError
 from mpo_ros.contract.spec import load_spec
@@ -92,9 +93,15 @@ def test_step_goes_through_the_contract_mapping() -> None:
     safety = _enabled(hold=default_command(SPEC))
     action = np.array([0.01, -0.02])  # small: no limit active
     decision = safety.step(OBS, action)
-    np.testing.assert_allclose(decision.command, action_to_command(SPEC, action))
+    # The contract's step: the target, arm2's low-pass from the held command, then the limits.
+    hold = default_command(SPEC)
+    alpha = SPEC.filter_alpha
+    assert alpha < 1.0, "arm2 ships with a low-pass action filter"
+    np.testing.assert_allclose(decision.command, hold + alpha * (action_to_command(SPEC, action) - hold))
+    np.testing.assert_array_equal(decision.command, policy_command(SPEC, hold, action))
     assert safety.limited_steps == 0
-    np.testing.assert_allclose(safety.last_action, action, atol=1e-12)
+    # The next observation's last action is the executed (filtered) command mapped back: alpha * action.
+    np.testing.assert_allclose(safety.last_action, alpha * action, atol=1e-12)
     big = safety.step(OBS, np.array([1.0, 1.0]))  # delta-limited towards the target
     np.testing.assert_allclose(big.command, decision.command + MAX_DELTA)
     assert safety.limited_steps == 1
