@@ -30,8 +30,8 @@ def test_demo_run_reaches_goals_and_leaves_no_process(
         assert reach["goals_reached"] >= 0.75 * reach["goals"], reach
     commands = result["commands"]  # what the node published over ROS 2, judged like `mpo-ros eval`
     assert commands["received"] >= 200, commands
-    if which == "shipped":  # the shipped arm2 policy chatters at its slew limit in sim; so it does over ROS 2
-        assert commands["slew_limited_fraction"] > 0.5, commands
+    if which == "shipped":  # smooth in simulation (5 % at the slew limit, 14 % energy > 5 Hz); so over ROS 2
+        assert commands["slew_limited_fraction"] < 0.2 and commands["high_frequency_share"] < 0.3, commands
     assert 0.0 <= commands["high_frequency_share"] <= 1.0 and commands["command_rate"] > 0.0, commands
     diagnostics = result["diagnostics"]
     assert diagnostics["safety_state"] == "enabled"
