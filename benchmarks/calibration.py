@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -155,6 +156,9 @@ def main() -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--excite-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--variants", default="nominal,wide,calibrated", help="comma-separated subset (e.g. one per process)"
+    )
     parser.add_argument("--workdir", default=None, help="default: per robot (see ROBOTS)")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/calibration[_ROBOT].json")
     args = parser.parse_args()
@@ -173,6 +177,8 @@ def main() -> int:
     runs = results.setdefault("runs", {})
     for seed in [int(s) for s in args.seeds.split(",") if s]:
         for name, env_kwargs in variants(workdir, args.robot).items():
+            if name not in args.variants.split(","):
+                continue
             key = f"{name}_s{seed}"
             entry = runs.get(key, {})
             if entry.get("steps") == args.steps and "stand_in" in entry:
@@ -222,9 +228,16 @@ def _write(out: Path, args: argparse.Namespace, results: dict) -> None:
         }
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=float) + "\n")
-    tmp.replace(out)
+    # Several processes (one per --variants subset) may share one results file: merge under a lock.
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.is_file():
+            runs = results.setdefault("runs", {})  # in place: main() keeps adding to this dict
+            for key, entry in json.loads(out.read_text()).get("runs", {}).items():
+                runs.setdefault(key, entry)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(results, indent=1, default=float) + "\n")
+        tmp.replace(out)
 
 
 if __name__ == "__main__":
