@@ -40,8 +40,9 @@ from mpo_ros import config as cfg
 from mpo_ros.config import option
 from mpo_ros.contract.observation import observation_names as contract_observation_names
 from mpo_ros.contract.policy_file import INPUT_NAME, OUTPUT_NAME, encode_metadata, seal
+from mpo_ros.contract.resolve import locate_mjcf
 from mpo_ros.contract.spec import RobotSpec
-from mpo_ros.errors import ExportError, PolicyFileError
+from mpo_ros.errors import ExportError, PolicyFileError, SpecError
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -421,6 +422,14 @@ def export_checkpoint(
     obs_dim, act_dim = int(meta["obs_dim"]), int(meta["act_dim"])
     spec_json = meta.get("robot_spec_json")
     spec = RobotSpec.from_json(spec_json, source=f"{checkpoint} robot spec") if spec_json else None
+    if spec is not None:
+        # The contract in JSON names its MJCF without a folder: look where training found it (recorded in
+        # the checkpoint), then the usual places, so the parity check can rebuild e.g. a calibrated robot.
+        recorded = meta.get("mjcf_path")
+        try:
+            spec = locate_mjcf(spec, near=[Path(recorded).parent] if recorded else [])
+        except SpecError as exc:
+            log.warning("%s; the parity check samples observations instead of rolling the policy out", exc)
     if parity_count < MIN_PARITY_OBSERVATIONS:
         raise ExportError(f"parity_observations must be >= {MIN_PARITY_OBSERVATIONS}, got {parity_count}")
     observations, source_text = parity_observations_for(

@@ -110,7 +110,9 @@ def test_cli_writes_a_usable_robot_profile_and_report(
         *("--steps", "300", "--warmup-steps", "150", "--eval-every", "0", "--batch-size", "32"),
         *("--policy-hidden", "16", "16", "--critic-hidden", "16", "16", "--out", str(tmp_path / "run")),
     )  # fmt: skip
-    cli("export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "calibrated.onnx"))
+    exported = cli("export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "calibrated.onnx"))
+    # The checkpoint's contract names calibrated.xml without a folder; export finds it where training did.
+    assert "from rolling the policy in mpo_ros_sim:Reach-v0" in exported, exported
     shown = cli("inspect", str(tmp_path / "calibrated.onnx"))
     assert "status      OK" in shown and "50 Hz" in shown, shown
 
