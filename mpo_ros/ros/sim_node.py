@@ -395,16 +395,23 @@ def _json_default(value: Any) -> Any:
 
 
 def _attach_recorder(node: Any) -> Any:
-    """Record every tapped message (CDR bytes, ROS type, receive time on the node's clock)."""
+    """Record every tapped message (CDR bytes, ROS type, receive time).
+
+    The receive time is the wall clock, or with ``use_sim_time`` the simulated time itself (what the
+    messages are stamped with). Not the node's ROS clock: under ``use_sim_time`` that clock follows the
+    /clock this node publishes, one message late, so a log on it trailed the physics and its stamps and
+    could not be used for calibration.
+    """
     from rclpy.serialization import serialize_message
 
     from mpo_ros.data.recorder import BagRecorder, ros_type_name
 
     recorder = BagRecorder(node.config.record, storage=node.config.record_storage).open()
-    clock = node.get_clock()
 
     def record(topic: str, msg: Any) -> None:
-        recorder.write_serialized(topic, ros_type_name(msg), serialize_message(msg), clock.now().nanoseconds)
+        recorder.write_serialized(
+            topic, ros_type_name(msg), serialize_message(msg), node._stamp_ns(node.robot.time)
+        )
 
     node.add_tap(record)
     return recorder

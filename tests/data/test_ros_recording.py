@@ -78,3 +78,33 @@ def test_sim_node_records_a_bag_that_converts(tmp_path, storage):
     assert np.all(np.isfinite(data.rewards)) and np.all(np.abs(data.actions) <= 1.0 + 1e-6)
     # The IK controller reaches its goals: most episodes end in the success region.
     assert summary["final_success_rate"] >= 0.5, summary
+
+
+def test_sim_time_recording_is_logged_on_the_simulated_clock(tmp_path):
+    """With --use-sim-time the bag's receive times are the simulated time the messages are stamped with.
+
+    Regression: they were the node's ROS clock, which follows the /clock the node itself publishes one
+    message late, so a log recorded this way trailed its own stamps and could not be calibrated from.
+    """
+    bag = tmp_path / "sim_time"
+    sim = NodeProcess(
+        "sim-robot",
+        ["--robot", "arm2", "--use-sim-time", "--realtime-factor", "2", "--record", str(bag)],
+        tmp_path / "sim.log",
+    )
+    probe = Probe()
+    try:
+        assert probe.wait_until(lambda: len(probe.joint_states) >= 150, 40), sim.log()
+    finally:
+        probe.close()
+        assert sim.stop() == 0, sim.log()
+    with open_bag(bag) as opened:
+        rows = [
+            (t, m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec)
+            for _, t, m in opened.messages(["/joint_states"])
+        ]
+    assert len(rows) >= 100
+    logged, stamped = np.array(rows).T
+    np.testing.assert_array_equal(logged, stamped)
+    steps = np.diff(stamped)
+    assert np.all(steps > 0) and np.all(steps % 20_000_000 == 0), "whole 20 ms control periods apart"
