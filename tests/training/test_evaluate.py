@@ -145,7 +145,9 @@ def test_command_figures_against_closed_forms(tmp_path: Path) -> None:
     assert figures["slew_limited_fraction_mean"] > 0.95 and figures["command_rate_mean"] == pytest.approx(
         0.2, abs=0.01
     )
-    assert figures["high_frequency_share_mean"] > 0.9
+    # Nyquist chatter, less the genuine low-frequency part: the first steps slew from the default pose to
+    # the chatter's centre (with the end-point line removed, ~86 % above 5 Hz; a smooth reach is < 15 %).
+    assert figures["high_frequency_share_mean"] > 0.8
     from mpo_ros.training.evaluate import plot_commands
 
     path = plot_commands(chatter, tmp_path / "commands.png", ["shoulder", "elbow"], 50.0)
