@@ -58,5 +58,6 @@ $(JAZZY_STAMP): requirements-jazzy.txt setup.py
 
 test-jazzy: venv $(JAZZY_STAMP)
 	$(PY) tests/ros/reach_policy.py .jazzy/arm2_ik.onnx
+	$(PY) tests/velocity_robot.py .jazzy/velocity
 	$(JAZZY_PY) -c "import rclpy, sys; print('rclpy from', rclpy.__file__, 'Python', sys.version.split()[0])"
-	MPO_ROS_TEST_IK_POLICY=$(CURDIR)/.jazzy/arm2_ik.onnx $(JAZZY_PY) -m pytest -q -p no:cacheprovider tests/ros
+	MPO_ROS_TEST_IK_POLICY=$(CURDIR)/.jazzy/arm2_ik.onnx MPO_ROS_TEST_VELOCITY_DIR=$(CURDIR)/.jazzy/velocity $(JAZZY_PY) -m pytest -q -p no:cacheprovider tests/ros

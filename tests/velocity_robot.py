@@ -97,3 +97,40 @@ def write_velocity_robot(folder: Path, **changes: Any) -> Path:
     path = folder / "arm2v.yaml"
     path.write_text(yaml.safe_dump({**CONTRACT, **changes}, sort_keys=False))
     return path
+
+
+# The ROS test's robot: wide contract limits for the shoulder, so the arm is still moving when the node is
+# deactivated.
+ROS_TEST_SHOULDER = {"name": "shoulder", "lower": -2.1, "upper": 2.1, "velocity_limit": 3.0, "default": -0.7,
+                     "action_scale": 2.5, "max_delta": 0.4}  # fmt: skip
+ROS_TEST_ELBOW = {"name": "elbow", "lower": 0.3, "upper": 2.4, "velocity_limit": 3.5, "default": 1.5,
+                  "action_scale": 3.0, "max_delta": 0.4}  # fmt: skip
+
+
+def export_ros_test_policy(folder: Path) -> tuple[Path, Path]:
+    """Write the ROS test's velocity robot into ``folder`` and export a constant-action policy for it
+    (shoulder at 0.4 * 2.5 = 1 rad/s, elbow still); return (contract YAML, policy). Needs torch."""
+    import numpy as np
+    import torch
+
+    from mpo_ros.contract.observation import observation_size
+    from mpo_ros.contract.spec import load_spec
+    from mpo_ros.training.export import export_module
+
+    spec_path = write_velocity_robot(folder, joints=[ROS_TEST_SHOULDER, ROS_TEST_ELBOW])
+    spec = load_spec(spec_path)
+
+    class Constant(torch.nn.Module):
+        def forward(self, observations: torch.Tensor) -> torch.Tensor:
+            return observations[:, :1] * 0.0 + torch.tensor([0.4, 0.0], dtype=observations.dtype)
+
+    policy = folder / "arm2v.onnx"
+    parity = np.random.default_rng(0).normal(size=(1000, observation_size(spec)))
+    export_module(Constant(), observation_size(spec), 2, policy, robot_spec=spec, parity_observations=parity)
+    return spec_path, policy
+
+
+if __name__ == "__main__":  # `make test-jazzy`: python tests/velocity_robot.py OUT_DIR
+    import sys
+
+    print(*export_ros_test_policy(Path(sys.argv[1])))

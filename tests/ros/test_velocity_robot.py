@@ -9,48 +9,33 @@ published a ramp to exactly zero and the simulated joints came to rest.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from ros_helpers import NodeProcess, Probe
-
-pytest.importorskip("torch")  # exports the policy: not in the Jazzy venv
-
-from velocity_robot import write_velocity_robot
+from velocity_robot import export_ros_test_policy
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 
 VELOCITY_TOPIC = "/forward_velocity_controller/commands"
-# Wide contract limits for the shoulder, so the arm is still moving when the node is deactivated.
-WIDE = {"name": "shoulder", "lower": -2.1, "upper": 2.1, "velocity_limit": 3.0, "default": -0.7,
-        "action_scale": 2.5, "max_delta": 0.4}  # fmt: skip
-ELBOW = {"name": "elbow", "lower": 0.3, "upper": 2.4, "velocity_limit": 3.5, "default": 1.5,
-         "action_scale": 3.0, "max_delta": 0.4}  # fmt: skip
+# `make test-jazzy` runs these tests in a venv without torch: the robot and its policy are written in the main
+# venv (`python tests/velocity_robot.py DIR`) and handed over through this variable.
+VELOCITY_DIR_ENV = "MPO_ROS_TEST_VELOCITY_DIR"
 
 
 @pytest.fixture(scope="module")
 def velocity_robot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The robot's contract YAML and a constant-action policy exported for it (shoulder at 1 rad/s)."""
-    import torch
-
-    from mpo_ros.contract.observation import observation_size
-    from mpo_ros.contract.spec import load_spec
-    from mpo_ros.training.export import export_module
-
-    folder = tmp_path_factory.mktemp("arm2v")
-    spec_path = write_velocity_robot(folder, joints=[WIDE, ELBOW])
-    spec = load_spec(spec_path)
-
-    class Constant(torch.nn.Module):
-        def forward(self, observations: torch.Tensor) -> torch.Tensor:
-            return observations[:, :1] * 0.0 + torch.tensor([0.4, 0.0], dtype=observations.dtype)
-
-    policy = folder / "arm2v.onnx"
-    parity = np.random.default_rng(0).normal(size=(1000, observation_size(spec)))
-    export_module(Constant(), observation_size(spec), 2, policy, robot_spec=spec, parity_observations=parity)
-    return spec_path, policy
+    given = os.environ.get(VELOCITY_DIR_ENV)
+    if given:
+        spec_path, policy = Path(given) / "arm2v.yaml", Path(given) / "arm2v.onnx"
+        assert spec_path.is_file() and policy.is_file(), f"{VELOCITY_DIR_ENV}={given} lacks arm2v.yaml/.onnx"
+        return spec_path, policy
+    pytest.importorskip("torch")
+    return export_ros_test_policy(tmp_path_factory.mktemp("arm2v"))
 
 
 def test_a_velocity_robot_is_driven_and_deactivate_brings_it_to_rest(
