@@ -135,12 +135,15 @@ def test_cli_export_and_inspect_a_trained_run(trained_run: Path, capsys: pytest.
     assert "parity: max |torch - onnxruntime|" in capsys.readouterr().out
     policy = OnnxPolicy(out, require_contract=True)
     assert policy.spec == SPEC
+    # arm2's contract action filter rides in the file: the node applies the one training saw.
+    assert (policy.spec.action_filter, policy.spec.action_filter_cutoff_hz) == ("lowpass", 3.0)
     assert policy.provenance["step"] == 400 and policy.provenance["env_id"] == "mpo_ros_sim:Arm2Reach-v0"
     assert "from the saved replay" in policy.provenance["parity_source"]
 
     assert cli.main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
-    for expected in ("status      OK", "shoulder", "elbow", "50 Hz", "joint_velocities/elbow", "git_commit"):
+    for expected in ("status      OK", "shoulder", "elbow", "50 Hz", "joint_velocities/elbow", "git_commit",
+                     "low-pass filtered (cutoff 3 Hz"):  # fmt: skip
         assert expected in text
     assert cli.main(["inspect", "--json", str(out)]) == 0
     info = json.loads(capsys.readouterr().out)
