@@ -69,8 +69,11 @@ def stand_in(workdir: Path, name: str) -> tuple[Path, Path, dict[str, float]]:
     """The perturbed robot (spec YAML), its latency profile, and the true parameter values."""
     spec = load_spec(name)
     truth = scaled_values(spec, PERTURBATION)
-    robot = write_robot(spec, truth, workdir / "stand_in", f"{name}_stand_in")
+    robot = workdir / "stand_in" / f"{name}_stand_in.yaml"
     profile = workdir / "stand_in" / "latency.yaml"
+    if robot.is_file() and profile.is_file():  # written once: processes started later must not rewrite it
+        return robot, profile, truth
+    robot = write_robot(spec, truth, workdir / "stand_in", f"{name}_stand_in")
     ranges = RandomizationProfile(latency_steps=Range(LATENCY_STEPS, LATENCY_STEPS)).to_dict()
     profile.write_text(yaml.safe_dump(ranges, sort_keys=False))
     return robot, profile, truth
