@@ -127,3 +127,37 @@ def test_serve_refuses_a_position_topic_for_a_velocity_policy(
     log = node.log()
     assert "names a position controller, but the policy's contract commands the 'velocity' interface" in log
     assert "Traceback" not in log
+
+
+def test_ctrl_c_while_moving_ramps_a_velocity_robot_to_rest(
+    tmp_path: Path, velocity_robot: tuple[Path, Path]
+) -> None:
+    """Shutdown (SIGINT, what Ctrl-C and `ros2 launch` send) goes through the same ramp as deactivate: a
+    forward_velocity_controller would otherwise keep the arm moving at the last commanded velocity."""
+    spec_path, policy = velocity_robot
+    probe = Probe(command_topic=VELOCITY_TOPIC)
+    sim = NodeProcess("sim-robot", ["--robot", str(spec_path), "--goal-period", "0"], tmp_path / "sim.log")
+    serve = NodeProcess("serve", ["--policy", str(policy)], tmp_path / "serve.log")
+    try:
+        assert probe.wait_until(lambda: len(probe.commands) > 5, 60), serve.log() + sim.log()
+        probe.publish_goal(0.3, 0.0)
+        ok, message = probe.set_enabled(True)
+        assert ok, message + serve.log()
+        start = time.monotonic()
+        assert probe.wait_until(lambda: any(c[0] >= 0.99 for c in probe.commands_since(start)), 10), (
+            serve.log()
+        )
+        stopped_at = time.monotonic()
+        assert serve.stop() == 0, serve.log()
+        probe.spin_for(0.5)
+        ramp = np.array([c for s, c in probe.commands if s >= stopped_at - 0.05])
+        assert len(ramp) >= 3 and np.all(np.abs(np.diff(ramp[:, 0])) <= 0.4 + 1e-9), ramp.tolist()
+        np.testing.assert_array_equal(ramp[-1], [0.0, 0.0])
+        assert "ramped the velocity command to zero" in serve.log()
+        probe.joint_states.clear()
+        assert probe.wait_until(lambda: len(probe.joint_states) > 0, 5), sim.log()
+        assert np.all(np.abs(np.array(probe.joint_states[-1].velocity)) < 0.05)
+    finally:
+        serve.stop()
+        sim.stop()
+        probe.close()
