@@ -38,6 +38,18 @@ def velocity_robot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     return export_ros_test_policy(tmp_path_factory.mktemp("arm2v"))
 
 
+def start_moving(probe: Probe, serve: NodeProcess, sim: NodeProcess) -> None:
+    """Wait for the disabled node's zero commands, give it a goal, enable it, and wait until the shoulder is
+    commanded at its full 1 rad/s."""
+    assert probe.wait_until(lambda: len(probe.commands) > 5, 60), serve.log() + sim.log()
+    assert all(np.array_equal(c, [0.0, 0.0]) for _, c in probe.commands), "disabled at rest: zero velocity"
+    probe.publish_goal(0.3, 0.0)  # the policy waits for a goal (the sim publishes none here)
+    ok, message = probe.set_enabled(True)
+    assert ok, message + serve.log()
+    start = time.monotonic()
+    assert probe.wait_until(lambda: any(c[0] >= 0.99 for c in probe.commands_since(start)), 10), serve.log()
+
+
 def test_a_velocity_robot_is_driven_and_deactivate_brings_it_to_rest(
     tmp_path: Path, velocity_robot: tuple[Path, Path]
 ) -> None:
@@ -50,15 +62,7 @@ def test_a_velocity_robot_is_driven_and_deactivate_brings_it_to_rest(
     serve = NodeProcess("serve", ["--policy", str(policy)], tmp_path / "serve.log")
     try:
         # Disabled at rest: the node publishes zero velocity (its hold), on the velocity topic by default.
-        assert probe.wait_until(lambda: len(probe.commands) > 5, 60), serve.log() + sim.log()
-        assert all(np.array_equal(c, [0.0, 0.0]) for _, c in probe.commands)
-        probe.publish_goal(0.3, 0.0)  # the policy waits for a goal (the sim publishes none here)
-        ok, message = probe.set_enabled(True)
-        assert ok, message + serve.log()
-        start = time.monotonic()
-        assert probe.wait_until(lambda: any(c[0] >= 0.99 for c in probe.commands_since(start)), 10), (
-            serve.log()
-        )
+        start_moving(probe, serve, sim)
         probe.spin_for(0.3)
         assert probe.wait_until(lambda: len(probe.joint_states) > 0, 10), sim.log()
         moving = probe.joint_states[-1]
@@ -139,14 +143,7 @@ def test_ctrl_c_while_moving_ramps_a_velocity_robot_to_rest(
     sim = NodeProcess("sim-robot", ["--robot", str(spec_path), "--goal-period", "0"], tmp_path / "sim.log")
     serve = NodeProcess("serve", ["--policy", str(policy)], tmp_path / "serve.log")
     try:
-        assert probe.wait_until(lambda: len(probe.commands) > 5, 60), serve.log() + sim.log()
-        probe.publish_goal(0.3, 0.0)
-        ok, message = probe.set_enabled(True)
-        assert ok, message + serve.log()
-        start = time.monotonic()
-        assert probe.wait_until(lambda: any(c[0] >= 0.99 for c in probe.commands_since(start)), 10), (
-            serve.log()
-        )
+        start_moving(probe, serve, sim)
         stopped_at = time.monotonic()
         assert serve.stop() == 0, serve.log()
         probe.spin_for(0.5)
