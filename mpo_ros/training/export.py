@@ -400,6 +400,24 @@ def _git_commit() -> tuple[str | None, bool | None]:
 # ------------------------------------------------------------------------------------- checkpoints
 
 
+def _checkpoint_contract(checkpoint: Path, meta: dict) -> RobotSpec | None:
+    """The checkpoint's robot contract (None for a plain gym run), with its MJCF located if possible.
+
+    The contract in JSON names its MJCF without a folder: look where training found it (recorded in the
+    checkpoint), then the usual places, so the parity check can rebuild e.g. a calibrated robot.
+    """
+    spec_json = meta.get("robot_spec_json")
+    if not spec_json:
+        return None
+    spec = RobotSpec.from_json(spec_json, source=f"{checkpoint} robot spec")
+    recorded = meta.get("mjcf_path")
+    try:
+        return locate_mjcf(spec, near=[Path(recorded).parent] if recorded else [])
+    except SpecError as exc:
+        log.warning("%s; the parity check samples observations instead of rolling the policy out", exc)
+        return spec
+
+
 def export_checkpoint(
     source: str | Path,
     out_path: str | Path,
@@ -420,16 +438,7 @@ def export_checkpoint(
     checkpoint = checkpoint_path_for(source)
     module, meta = load_policy(checkpoint, device="cpu")
     obs_dim, act_dim = int(meta["obs_dim"]), int(meta["act_dim"])
-    spec_json = meta.get("robot_spec_json")
-    spec = RobotSpec.from_json(spec_json, source=f"{checkpoint} robot spec") if spec_json else None
-    if spec is not None:
-        # The contract in JSON names its MJCF without a folder: look where training found it (recorded in
-        # the checkpoint), then the usual places, so the parity check can rebuild e.g. a calibrated robot.
-        recorded = meta.get("mjcf_path")
-        try:
-            spec = locate_mjcf(spec, near=[Path(recorded).parent] if recorded else [])
-        except SpecError as exc:
-            log.warning("%s; the parity check samples observations instead of rolling the policy out", exc)
+    spec = _checkpoint_contract(checkpoint, meta)
     if parity_count < MIN_PARITY_OBSERVATIONS:
         raise ExportError(f"parity_observations must be >= {MIN_PARITY_OBSERVATIONS}, got {parity_count}")
     observations, source_text = parity_observations_for(
