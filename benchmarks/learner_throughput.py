@@ -1,8 +1,11 @@
-"""Learner updates/s (straightforward baseline vs the shipped update, side by side) and environment steps/s.
+"""Learner updates/s side by side: mpo_ros's default update, its variants, a Tonic-style MPO update and
+stable-baselines3's SAC, plus environment steps/s.
 
-Setting: HalfCheetah sizes (obs 17, act 6), batch 256, 20 action samples, 256x256 networks, n-step 5, CPU.
-Variants are measured alternately (A B A B ...) in one process, each repetition timing ``--updates`` updates
-after a warm-up; we report per-variant medians and the ratio to the baseline.
+Setting: HalfCheetah sizes (obs 17, act 6), batch 256, 256x256 networks, CPU; MPO with 20 action samples and
+n-step 5. Every contender runs in its own fresh process, the contenders alternate (A B C A B C ...) for
+``--rounds`` rounds, and each repetition times ``--updates`` updates *including drawing the batch from the
+replay* (SB3's ``train`` samples its own buffer, so the MPO contenders do too). We report per-contender
+medians and the ratios to SB3 SAC and to the Tonic-style update measured in the same run.
 
     python benchmarks/learner_throughput.py --threads 2
 """
@@ -32,10 +35,11 @@ from mpo_ros.training.replay import ReplayBuffer, SequenceBatch
 OBS, ACT = 17, 6
 
 
-def baseline_update(learner: MPOLearner, batch: SequenceBatch) -> dict[str, float]:
-    """MPO written the obvious way (as in most reference implementations): separate target passes for the
-    critic target and the E-step, the full (obs, action) concatenation per sample, three backward passes,
-    three optimiser steps, a Python loop for the Polyak average and ``.item()`` on every metric."""
+def tonic_style_update(learner: MPOLearner, batch: SequenceBatch) -> dict[str, float]:
+    """MPO structured like Tonic's (tonic/torch/updaters: an expected-SARSA critic updater, then the MPO
+    actor updater) and most reference implementations: separate target passes for the critic target and the
+    E-step, the full (obs, action) concatenation per sample, three backward passes, three optimiser steps, a
+    Python loop for the Polyak average and ``.item()`` on every metric. Run with Tonic's ReLU 256x256 torso."""
     cfg = learner.config
     b = learner._to_device(batch)
     obs = learner.normalize(b.observations[:, 0])
@@ -101,56 +105,75 @@ def _replay(seed: int = 0) -> ReplayBuffer:
     return replay
 
 
-def _time_updates(fn: Any, replay: ReplayBuffer, updates: int, batch: int, n_step: int) -> float:
-    batches = [replay.sample(batch, n_step) for _ in range(updates)]
+def _time_updates(fn: Any, sample: Any, updates: int) -> float:
+    """Updates/s of ``fn(sample())``: drawing the batch is part of an update, as in SB3's ``train``."""
     start = time.perf_counter()
-    for b in batches:
-        fn(b)
+    for _ in range(updates):
+        fn(sample())
     return updates / (time.perf_counter() - start)
 
 
 VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
-    # name: (update function, MPOConfig overrides, glibc allocator tuning)
-    "baseline": ("baseline", {}, False),
-    "optimised": ("shipped", {}, True),
-    "optimised_without_allocator_tuning": ("shipped", {}, False),
-    "optimised_compiled": ("shipped", {"compile": True}, True),
-    "optimised_relu_torso": ("shipped", {"torso": "relu"}, True),
-    # Like Acme's sharing: the E-step reuses the bootstrap's samples (half the sampled critic rows)
-    "bootstrap_states": ("shipped", {"policy_states": "bootstrap"}, True),
-    "bootstrap_states_compiled": ("shipped", {"policy_states": "bootstrap", "compile": True}, True),
-    "bootstrap_states_compiled_relu_torso": (
-        "shipped",
-        {"policy_states": "bootstrap", "compile": True, "torso": "relu"},
-        True,
-    ),
+    # name: (update, MPOConfig overrides, glibc allocator tuning as `mpo-ros train` applies it)
+    "default": ("shipped", {}, True),
+    "sequence_start_states": ("shipped", {"policy_states": "sequence_start"}, True),
+    "default_compiled": ("shipped", {"compile": True}, True),
+    "default_relu_torso": ("shipped", {"torso": "relu"}, True),
+    "default_without_allocator_tuning": ("shipped", {}, False),
+    "tonic_style": ("tonic_style", {"torso": "relu"}, False),
+    "sb3_sac": ("sb3_sac", {}, False),
 }
 
 
+def _sb3_sac(args: argparse.Namespace) -> tuple[Any, Any]:
+    """SB3 SAC with its standard settings (batch 256, 256x256 ReLU actor and twin critics, auto entropy) on
+    HalfCheetah-v5, its buffer filled with 20k random transitions; ``train(1)`` is one update."""
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.logger import configure
+
+    model = SAC(
+        "MlpPolicy", gym.make("HalfCheetah-v5"), batch_size=args.batch, device="cpu", seed=0, verbose=0
+    )
+    model.set_logger(configure(None, []))
+    rng = np.random.default_rng(0)
+    for _ in range(20_000):
+        obs = rng.normal(size=(1, OBS)).astype(np.float32)
+        action = rng.uniform(-1, 1, (1, ACT)).astype(np.float32)
+        model.replay_buffer.add(obs, rng.normal(size=(1, OBS)).astype(np.float32), action,
+                                rng.normal(size=1), np.array([False]), [{}])  # fmt: skip
+    return (lambda _batch: model.train(gradient_steps=1, batch_size=args.batch)), (lambda: None)
+
+
 def run_variant(name: str, args: argparse.Namespace) -> list[float]:
-    """Measure one variant in this (fresh) process: allocator settings are process-wide and one-way."""
+    """Measure one contender in this (fresh) process: allocator settings are process-wide and one-way."""
     update, overrides, tune = VARIANTS[name]
     if tune:
         tune_cpu_allocator()
     torch.manual_seed(0)
+    if update == "sb3_sac":
+        fn, sample = _sb3_sac(args)
+        _time_updates(fn, sample, 10)
+        return [_time_updates(fn, sample, args.updates) for _ in range(args.inner_reps)]
     replay = _replay()
     sizes = {"num_samples": 20, "n_step": 5, "policy_hidden": [256, 256], "critic_hidden": [256, 256]}
     cfg = MPOConfig(**{**sizes, **overrides})
     learner = MPOLearner(OBS, ACT, cfg)
     learner.observe(replay.observations[:5000])
-    if update == "baseline":
-        # plain (foreach) Adam, as a first implementation would use
+    if update == "tonic_style":
+        # plain (foreach) Adam, as Tonic uses
         learner.actor_optimizer = torch.optim.Adam(learner.policy.parameters(), lr=cfg.policy_lr)
         learner.critic_optimizer = torch.optim.Adam(learner.critic.parameters(), lr=cfg.critic_lr)
         learner.dual_optimizer = torch.optim.Adam(learner.duals.parameters(), lr=cfg.dual_lr)
-        fn = lambda b: baseline_update(learner, b)  # noqa: E731
+        fn = lambda b: tonic_style_update(learner, b)  # noqa: E731
     else:
         fn = learner.update
+    sample = lambda: replay.sample(args.batch, 5)  # noqa: E731
     # warm-up: allocator, oneDNN primitive caches, and compilation for the compiled variants
-    _time_updates(fn, replay, 10, args.batch, 5)
+    _time_updates(fn, sample, 10)
     if cfg.compile and learner._target_sampled.mode != "compiled":
         raise RuntimeError(f"{name}: compilation failed ({learner._target_sampled.mode})")
-    return [_time_updates(fn, replay, args.updates, args.batch, 5) for _ in range(args.inner_reps)]
+    return [_time_updates(fn, sample, args.updates) for _ in range(args.inner_reps)]
 
 
 def measure_updates(args: argparse.Namespace, threads: int) -> dict[str, Any]:
@@ -174,7 +197,10 @@ def measure_updates(args: argparse.Namespace, threads: int) -> dict[str, Any]:
         "updates_per_s_median": med,
         "updates_per_s_p10": {k: float(np.percentile(v, 10)) for k, v in rates.items()},
         "updates_per_s_all": rates,
-        "ratio_to_baseline": {k: v / med["baseline"] for k, v in med.items()},
+        "ratio_to_sb3_sac": {k: v / med["sb3_sac"] for k, v in med.items()} if "sb3_sac" in med else None,
+        "ratio_to_tonic_style": {k: v / med["tonic_style"] for k, v in med.items()}
+        if "tonic_style" in med
+        else None,
         "ms_per_update_median": {k: 1000.0 / v for k, v in med.items()},
     }
 
@@ -201,14 +227,22 @@ def measure_env(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _sb3_version() -> str | None:
+    try:
+        import stable_baselines3
+    except ImportError:
+        return None
+    return stable_baselines3.__version__
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch threads to measure")
     parser.add_argument(
         "--omp-wait-policy",
-        default="PASSIVE",
-        help="OMP_WAIT_POLICY for the measured processes ('' keeps the default): spinning OpenMP threads "
-        "collapse when the CPU is shared with other jobs",
+        default="",
+        help="OMP_WAIT_POLICY for the measured processes ('' keeps the library default, what users get; "
+        "PASSIVE makes every small op wake sleeping threads and slows SB3's many small ops about 3x)",
     )
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--updates", type=int, default=40, help="updates per timed repetition")
@@ -225,6 +259,10 @@ def main() -> int:
         torch.set_num_threads(args.threads[0])
         print(json.dumps(run_variant(args.variant, args)))
         return 0
+    if "sb3_sac" in args.variants and _sb3_version() is None:
+        print("stable-baselines3 is not installed (pip install -r requirements-bench.txt): no SAC contender",
+              file=sys.stderr)  # fmt: skip
+        args.variants = [v for v in args.variants if v != "sb3_sac"]
     updates = {f"{t}_threads": measure_updates(args, t) for t in args.threads}
     torch.set_num_threads(1)
     env = measure_env(args)
@@ -232,8 +270,9 @@ def main() -> int:
     import mujoco
 
     result = {
-        "what": "MPO learner updates/s (baseline vs shipped update) at HalfCheetah sizes (obs 17, act 6), "
-        f"batch {args.batch}, 20 samples, 256x256 MLPs, n-step 5, CPU (layernorm torso unless the variant says relu); HalfCheetah-v5 steps/s",
+        "what": "learner updates/s including batch sampling: mpo_ros MPO (default and variants), a Tonic-style "
+        f"MPO update and SB3 SAC at HalfCheetah sizes (obs 17, act 6), batch {args.batch}, 256x256 MLPs; MPO "
+        "with 20 samples, n-step 5, layernorm torso unless the variant says relu; CPU; HalfCheetah-v5 steps/s",
         "command": " ".join(["python", *sys.argv]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {
@@ -248,6 +287,7 @@ def main() -> int:
             "torch": torch.__version__,
             "mujoco": mujoco.__version__,
             "gymnasium": gymnasium.__version__,
+            "stable_baselines3": _sb3_version(),
         },
         "settings": vars(args),
         "figures": {"updates": updates, "env_1_thread": env},

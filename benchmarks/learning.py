@@ -53,6 +53,19 @@ def _checkpoint_step(run_dir: Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=True)["metadata"]["step"])
 
 
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    """The algorithm settings the run actually used (from its config.yaml), so a result says which default
+    it measured."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    import yaml
+
+    config = yaml.safe_load(path.read_text()) or {}
+    keys = ("policy_states", "torso", "num_samples", "n_step", "batch_size", "critic_type", "compile")
+    return {k: config[k] for k in keys if k in config}
+
+
 def _versions() -> dict[str, str]:
     import gymnasium
     import mujoco
@@ -63,7 +76,10 @@ def _versions() -> dict[str, str]:
 
 def run_env(env_id: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     run_dir = Path(args.out_dir) / f"{env_id.replace(':', '_')}-s{seed}"
-    result_file = Path(args.results) / f"learning_{env_id.split(':')[-1].split('-')[0].lower()}_s{seed}.json"
+    label = f"_{args.label}" if args.label else ""
+    result_file = (
+        Path(args.results) / f"learning_{env_id.split(':')[-1].split('-')[0].lower()}_s{seed}{label}.json"
+    )
     chunk_wall: list[dict[str, float]] = []
     if result_file.is_file():
         chunk_wall = json.loads(result_file.read_text()).get("chunks", [])
@@ -107,6 +123,7 @@ def _summarise(
             "complete": steps_done >= args.steps,
         },
         "seeds": [seed],
+        "config": _run_config(run_dir),
         "evaluation": f"{args.eval_episodes} episodes every {args.eval_every} env steps, deterministic clamp(mean)",
         "figures": {
             "final_eval_return": curve[-1][1] if curve else None,
@@ -133,6 +150,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", default="runs/bench")
     parser.add_argument("--results", default="benchmarks/results")
+    parser.add_argument(
+        "--label",
+        default="",
+        help="suffix of the results file (learning_<env>_s<seed>_<label>.json), e.g. a variant",
+    )
     parser.add_argument("extra", nargs="*", help="extra `mpo-ros train` flags after --")
     args = parser.parse_args()
     for env_id in args.envs:

@@ -26,6 +26,10 @@ class SequenceBatch(NamedTuple):
     terminated: np.ndarray  # [B, L] 1.0 where the MDP truly ended after this step
     mask: np.ndarray  # [B, L] 1.0 for steps in the same episode as step 0 (a prefix)
     behaviour_log_probs: np.ndarray  # [B, L] log mu(a|s) of the acting policy; NaN when unknown
+    # [B] 1.0 where step 0 lies within the first L steps of its stored run (an episode, or the part of one
+    # that is contiguous in the store): no full-length sequence of the same run ends on it, so a learner that
+    # fits the policy on bootstrap states s_{t+L} must fit these states at step 0 instead or never see them
+    near_start: np.ndarray
 
     @staticmethod
     def concatenate(batches: Sequence[SequenceBatch]) -> SequenceBatch:

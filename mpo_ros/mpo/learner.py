@@ -159,14 +159,16 @@ class MPOConfig:
     )
     device: str = option("cpu", "torch device for the learner: cpu or cuda", choices=("cpu", "cuda"))
     policy_states: str = option(
-        "sequence_start",
-        "states the E-step and M-step fit the policy on: 'sequence_start' (each replayed sequence's first "
-        "state; the sampled target-critic pass then covers 2B states) or 'bootstrap' (the n-step bootstrap "
-        "states, whose sampled target-critic values the critic target needs anyway: one pass over B states, "
-        "about half the update's compute; states after a true terminal are masked out, and the first n_step "
-        "states of each episode are never fitted on. Acme shares the samples the same way but fits the "
-        "policy on both the first and the bootstrap state; n-step targets only)",
-        choices=("sequence_start", "bootstrap"),
+        "auto",
+        "states the E-step and M-step fit the policy on. 'bootstrap': the n-step bootstrap states s_t+n, "
+        "whose sampled target-critic values the critic target needs anyway, so one sampled pass over B states "
+        "serves both (Acme shares its samples the same way); bootstrap states after a true terminal or of "
+        "sequences cut short by an episode end are masked out and the sequences starting within an episode's "
+        "first n_step steps add their first state, so every stored state is fitted once. 'sequence_start': "
+        "each sequence's first state, with a second sampled pass over the bootstrap states (2B rows, about "
+        "1.5x the update time). 'auto': bootstrap with n-step targets, sequence_start with Retrace (which has "
+        "no shared bootstrap pass)",
+        choices=("auto", "sequence_start", "bootstrap"),
     )
     smoothness_temporal: float = option(
         0.0,
@@ -189,6 +191,8 @@ class MPOConfig:
     def __post_init__(self) -> None:
         self.policy_hidden = [int(h) for h in self.policy_hidden]
         self.critic_hidden = [int(h) for h in self.critic_hidden]
+        if self.policy_states == "auto":
+            self.policy_states = "sequence_start" if self.retrace else "bootstrap"
         problems = []
         for name in ("smoothness_temporal", "smoothness_spatial"):
             if not getattr(self, name) >= 0:
@@ -431,7 +435,26 @@ class MPOLearner:
         cfg = self.config
         if cfg.retrace:
             self._warn_if_behaviour_unknown(batch)
-        b = self._to_device(batch)
+        total, metrics = self._loss(self._to_device(batch))
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        self.dual_optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        metrics["opt/grad_norm"] = self._clip(self._online_params)
+        metrics["opt/dual_grad_norm"] = self._clip(self.duals.parameters())
+        self.actor_optimizer.step()
+        self.critic_optimizer.step()
+        self.dual_optimizer.step()
+        self.duals.clamp_(cfg.min_log_dual)
+        self.num_updates += 1
+        self._update_targets()
+        return metrics
+
+    def _loss(self, b: SequenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The summed critic, policy and dual losses of one update (device tensors in, no optimiser state
+        touched) and the update's metrics: a pure function of the networks, the duals and ``b``, which is
+        what lets it run compiled as one graph (``compile``)."""
+        cfg = self.config
         obs = self.normalize(b.observations[:, 0])
         action = b.actions[:, 0]
 
@@ -479,19 +502,6 @@ class MPOLearner:
             metrics["loss/smoothness_temporal"] = smooth_stats.temporal
             metrics["loss/smoothness_spatial"] = smooth_stats.spatial
 
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        self.dual_optimizer.zero_grad(set_to_none=True)
-        (loss_critic + loss_policy + loss_dual).backward()
-        grad_norm = self._clip(self._online_params)
-        dual_grad_norm = self._clip(self.duals.parameters())
-        self.actor_optimizer.step()
-        self.critic_optimizer.step()
-        self.dual_optimizer.step()
-        self.duals.clamp_(cfg.min_log_dual)
-        self.num_updates += 1
-        self._update_targets()
-
         std = online.stddev().detach()
         metrics.update(
             {
@@ -510,8 +520,6 @@ class MPOLearner:
                 "q/target_mean": critic_stats.target_mean,
                 "policy/std_min": std.min(),
                 "policy/std_max": std.max(),
-                "opt/grad_norm": grad_norm,
-                "opt/dual_grad_norm": dual_grad_norm,
             }
         )
         if isinstance(critic_stats, losses.CategoricalCriticStats):
@@ -522,7 +530,7 @@ class MPOLearner:
             else:
                 for i in range(stats.alpha.shape[0]):
                     metrics[f"dual/{name}_{i}"] = stats.alpha[i]
-        return metrics
+        return loss_critic + loss_policy + loss_dual, metrics
 
     def _smoothness(self, obs: torch.Tensor, b: SequenceBatch) -> tuple[torch.Tensor, losses.SmoothnessStats]:
         """CAPS terms on the sequences' first states: s_t+1 from the replay, s + noise drawn here (only
@@ -553,7 +561,6 @@ class MPOLearner:
             "loss/critic", "loss/policy", "loss/policy_mean", "loss/policy_stddev", "loss/dual",
             "dual/temperature", "kl_rel/temperature", "kl_rel/mean", "kl_rel/stddev",
             "q/mean", "q/min", "q/max", "q/target_mean", "policy/std_min", "policy/std_max",
-            "opt/grad_norm", "opt/dual_grad_norm",
         ]  # fmt: skip
         if self.config.critic_type == "categorical":
             names.append("q/target_edge_mass")
@@ -566,49 +573,76 @@ class MPOLearner:
                 names += [f"dual/{name}_{i}" for i in range(self.act_dim)]
             else:
                 names.append(f"dual/{name}")
-        return names
+        return [*names, "opt/grad_norm", "opt/dual_grad_norm"]
 
     def _n_step_targets(self, b: SequenceBatch, obs: torch.Tensor) -> UpdateTargets:
         """Targets with the n-step critic target ([B] for the scalar critic, probabilities [B, A] for the
         categorical one); the policy states are those of ``policy_states``.
 
         Every state that needs sampled values goes through the target critic in one pass: [policy states;
-        bootstrap states] (2B), or the bootstrap states alone (B) for 'bootstrap' without a prior, where one
-        set of target-policy samples serves both the E-step and the critic's bootstrap. In that layout a
-        sequence that ends in a true terminal has a terminal bootstrap state: the target multiplies its value
-        by 0 and ``state_weights`` masks it out of the E-step and M-step."""
+        bootstrap states] (2B), or for 'bootstrap' without a prior the policy states alone, whose first B
+        rows are the bootstrap states: one set of target-policy samples serves both the E-step and the
+        critic's bootstrap. See :meth:`_bootstrap_policy_states` for which states that layout fits."""
         cfg = self.config
         batch_size = obs.shape[0]
         last = (b.mask.sum(1).long() - 1).clamp_min(0)
         boot_obs = self.normalize(b.next_observations[torch.arange(batch_size, device=obs.device), last])
         at_bootstrap = cfg.policy_states == "bootstrap"
-        policy_obs = boot_obs if at_bootstrap else obs
-        state_weights = 1.0 - losses.ended_in_terminal(b.mask, b.terminated) if at_bootstrap else None
-        first, rest = slice(0, batch_size), slice(batch_size, None)
+        state_weights = None
+        policy_obs = obs
+        if at_bootstrap:
+            policy_obs, state_weights = self._bootstrap_policy_states(b, obs, boot_obs)
+        rows = policy_obs.shape[0]
         if self.prior is None and at_bootstrap:
-            prior = anchor = self.target_policy(boot_obs)
-            sampled = _sample(prior, cfg.num_samples)  # [N, B, D]
-            states, actions, first, rest = boot_obs, sampled, slice(None), slice(None)
+            prior = anchor = self.target_policy(policy_obs)
+            sampled = _sample(prior, cfg.num_samples)  # [N, B + k, D]
+            states, actions = policy_obs, sampled
+            first, rest = slice(None), slice(0, batch_size)
         elif self.prior is None:
             states = torch.cat([obs, boot_obs])
             both = self.target_policy(states)
             actions = _sample(both, cfg.num_samples)  # [N, 2B, D]
             prior = anchor = GaussianParams(both.mean[:batch_size], both.scale[:batch_size])
             sampled = actions[:, :batch_size]
+            first, rest = slice(0, batch_size), slice(batch_size, None)
         else:
             prior = self.prior(policy_obs)
             sampled = _sample(prior, cfg.num_samples)
             if at_bootstrap:
-                anchor = boot_policy = self.target_policy(boot_obs)
+                anchor = self.target_policy(policy_obs)
+                boot_policy = GaussianParams(anchor.mean[:batch_size], anchor.scale[:batch_size])
             else:
                 both = self.target_policy(torch.cat([obs, boot_obs]))
                 anchor = GaussianParams(both.mean[:batch_size], both.scale[:batch_size])
                 boot_policy = GaussianParams(both.mean[batch_size:], both.scale[batch_size:])
             boot_actions = _sample(boot_policy, cfg.num_samples)
             states, actions = torch.cat([policy_obs, boot_obs]), torch.cat([sampled, boot_actions], dim=1)
+            first, rest = slice(0, rows), slice(rows, None)
         q_sampled, bootstrap = self._sampled_values(states, actions, first, rest)
         critic_target = self._n_step_target(b, bootstrap)
         return UpdateTargets(prior, anchor, sampled, q_sampled, critic_target, policy_obs, state_weights)
+
+    @staticmethod
+    def _bootstrap_policy_states(
+        b: SequenceBatch, obs: torch.Tensor, boot_obs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 'bootstrap' layout's policy states [B + k, O] and their weights [B + k].
+
+        A sequence starting at t bootstraps from s_{t+n}. Fitting the policy on those states alone would
+        never visit the first n states of an episode and would visit an episode's last state n times (every
+        sequence cut short by the episode's end bootstraps from it). So a bootstrap state counts (weight 1)
+        only when its sequence has full length and did not end in a true terminal, and the k sequences that
+        start within the first n steps of their run (``near_start``) add their first state. Over all starts,
+        every non-terminal stored state is then fitted exactly once: the policy sees the replay's state
+        distribution, as with 'sequence_start', at 1 + k/B times the cost of one sampled pass over B."""
+        full = b.mask[:, -1]
+        boot_weights = full * (1.0 - losses.ended_in_terminal(b.mask, b.terminated))
+        start_rows = torch.nonzero(b.near_start > 0).squeeze(1)
+        policy_obs = torch.cat([boot_obs, obs[start_rows]])
+        weights = torch.cat(
+            [boot_weights, torch.ones(start_rows.shape[0], dtype=obs.dtype, device=obs.device)]
+        )
+        return policy_obs, weights
 
     def _sampled_values(
         self, states: torch.Tensor, actions: torch.Tensor, policy_rows: slice, bootstrap_rows: slice

@@ -181,12 +181,30 @@ class ReplayBuffer:
         start = self.rng.integers(0, self.size, size=batch_size)
         if self.size == self.capacity:
             start = (start + self.position) % self.capacity  # any slot; offset keeps the draw uniform
-        idx = (start[:, None] + np.arange(length)[None, :]) % self.capacity
+        return self.sequences(start, length)
+
+    def sequences(self, start: np.ndarray, length: int) -> SequenceBatch:
+        """The sequences of ``length`` steps starting at the slots ``start`` [B] (what :meth:`sample` draws).
+
+        ``mask`` keeps each sequence inside the run it starts in: the same episode id, contiguous, and
+        written. ``near_start`` marks starts that have fewer than ``length`` earlier transitions of their run
+        behind them (looking back across the same boundaries), i.e. states no full-length sequence ends on.
+        """
+        start = np.asarray(start, dtype=np.int64)
+        offsets = np.arange(length)
+        idx = (start[:, None] + offsets[None, :]) % self.capacity
         episode = self.episode_ids[idx]
         mask = episode == episode[:, :1]
+        back = (start[:, None] - 1 - offsets[None, :]) % self.capacity  # the `length` slots before
+        same_run = self.episode_ids[back] == episode[:, :1]
         if self.size < self.capacity:
-            mask &= (start[:, None] + np.arange(length)[None, :]) < self.size
+            mask &= (start[:, None] + offsets[None, :]) < self.size
+            same_run &= (start[:, None] - 1 - offsets[None, :]) >= 0
+        else:
+            # the oldest slot's predecessor is the newest write: another run even within one episode id
+            same_run &= np.logical_and.accumulate(back != (self.position - 1) % self.capacity, axis=1)
         mask = np.logical_and.accumulate(mask, axis=1).astype(np.float32)
+        near_start = (~same_run.all(axis=1)).astype(np.float32)
         return SequenceBatch(
             observations=self.observations[idx],
             actions=self.actions[idx],
@@ -195,6 +213,7 @@ class ReplayBuffer:
             terminated=self.terminated[idx],
             mask=mask,
             behaviour_log_probs=self.log_probs[idx],
+            near_start=near_start,
         )
 
     # --- persistence -----------------------------------------------------------------------------------

@@ -151,7 +151,8 @@ def test_critic_loss_gradient_reaches_only_the_critic() -> None:
 # --- learner --------------------------------------------------------------------------------------------
 
 
-def test_bootstrap_is_the_mixture_of_the_target_critic_over_the_policy_samples() -> None:
+@pytest.mark.parametrize("policy_states", ["sequence_start", "bootstrap"])
+def test_bootstrap_is_the_mixture_of_the_target_critic_over_the_policy_samples(policy_states: str) -> None:
     """Zero rewards, no terminals, gamma 1: the target is then the bootstrap distribution itself, which must
     be the mean over the N target-policy samples of the target critic's probabilities at s'."""
     rng = np.random.default_rng(2)
@@ -159,15 +160,21 @@ def test_bootstrap_is_the_mixture_of_the_target_critic_over_the_policy_samples()
     replay.add_episode(
         rng.normal(size=(41, OBS)), rng.uniform(-1, 1, (40, ACT)), np.zeros(40), terminated=False
     )
-    learner = _learner(n_step=1, discount=1.0, num_samples=6)
-    batch = learner._to_device(replay.sample(8, 1))
+    learner = _learner(n_step=1, discount=1.0, num_samples=6, policy_states=policy_states)
+    batch = learner._to_device(replay.sequences(np.array([0, 3, 7, 11, 19, 23, 30, 38]), 1))
     obs = learner.normalize(batch.observations[:, 0])
     boot_obs = learner.normalize(batch.next_observations[:, 0])
+    # sequence_start: one target-policy pass over [starts; bootstrap states], the bootstrap samples last;
+    # bootstrap: the pass over [bootstrap states; the near-start state (slot 0)], the bootstrap samples first
+    states = (
+        torch.cat([obs, boot_obs]) if policy_states == "sequence_start" else torch.cat([boot_obs, obs[:1]])
+    )
+    rows = slice(8, None) if policy_states == "sequence_start" else slice(0, 8)
     with torch.no_grad():
         torch.manual_seed(3)
         target = learner._n_step_targets(batch, obs).critic_target
         torch.manual_seed(3)
-        actions = learner_module._sample(learner.target_policy(torch.cat([obs, boot_obs])), 6)[:, 8:]
+        actions = learner_module._sample(learner.target_policy(states), 6)[:, rows]
         per_sample = torch.softmax(learner.target_critic.sampled_logits(boot_obs, actions), -1)  # [N, B, A]
     torch.testing.assert_close(target, per_sample.mean(0))
     assert not torch.allclose(per_sample[0], per_sample[-1])  # the samples differ, so the mean matters

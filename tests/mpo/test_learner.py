@@ -206,28 +206,37 @@ def _boot_states(learner: MPOLearner, batch) -> torch.Tensor:
     return learner.normalize(b.next_observations[torch.arange(b.mask.shape[0]), last])
 
 
+def _bootstrap_layout_states(learner: MPOLearner, batch) -> torch.Tensor:
+    """The bootstrap layout's policy states: every bootstrap state, then the near-start sequences' first."""
+    first = learner.normalize(learner._to_device(batch).observations[:, 0])
+    return torch.cat([_boot_states(learner, batch), first[torch.from_numpy(batch.near_start > 0)]])
+
+
 def test_bootstrap_policy_states_share_one_sample_set_between_e_step_and_critic_target() -> None:
-    """With policy_states='bootstrap' the E-step runs on s_{t+n} and its sampled values are the bootstrap."""
+    """With policy_states='bootstrap' the E-step runs on s_{t+n} (plus the near-start states) and the sampled
+    values of its first B rows are the critic's bootstrap."""
     from mpo_ros.mpo import losses
 
     learner = _learner(policy_states="bootstrap")
     batch = _replay().sample(16, 3)
+    extra = int(batch.near_start.sum())
+    assert 0 < extra < 16, "the sample should hold some sequences near an episode start and some not"
     b = learner._to_device(batch)
     obs = learner.normalize(b.observations[:, 0])
     with torch.no_grad():
         prior, anchor, sampled, q_sampled, target, policy_obs, _ = learner._n_step_targets(b, obs)
-    boot = _boot_states(learner, batch)
+    states = _bootstrap_layout_states(learner, batch)
     torch.testing.assert_close(anchor.mean, prior.mean)
-    torch.testing.assert_close(policy_obs, boot)
-    torch.testing.assert_close(prior.mean, learner.target_policy(boot).mean)
-    assert sampled.shape == (4, 16, ACT) and q_sampled.shape == (4, 16)
-    torch.testing.assert_close(q_sampled, learner.target_critic(boot.expand(4, -1, -1), sampled))
-    expected = losses.n_step_return(b.rewards, b.mask, b.terminated, q_sampled.mean(0), 0.99)
+    torch.testing.assert_close(policy_obs, states)
+    torch.testing.assert_close(prior.mean, learner.target_policy(states).mean)
+    assert sampled.shape == (4, 16 + extra, ACT) and q_sampled.shape == (4, 16 + extra)
+    torch.testing.assert_close(q_sampled, learner.target_critic(states.expand(4, -1, -1), sampled))
+    expected = losses.n_step_return(b.rewards, b.mask, b.terminated, q_sampled[:, :16].mean(0), 0.99)
     torch.testing.assert_close(target, expected)
 
 
 def test_sequence_start_policy_states_fit_the_policy_on_the_replayed_state() -> None:
-    learner = _learner()
+    learner = _learner(policy_states="sequence_start")
     batch = _replay().sample(16, 3)
     b = learner._to_device(batch)
     obs = learner.normalize(b.observations[:, 0])
@@ -236,6 +245,52 @@ def test_sequence_start_policy_states_fit_the_policy_on_the_replayed_state() -> 
     assert state_weights is None  # a sequence's first state is a stored state, never a terminal observation
     torch.testing.assert_close(policy_obs, obs)
     torch.testing.assert_close(prior.mean, learner.target_policy(obs).mean)
+
+
+def test_policy_states_auto_is_bootstrap_for_n_step_and_sequence_start_for_retrace() -> None:
+    assert MPOConfig().policy_states == "bootstrap"
+    assert MPOConfig(retrace=True).policy_states == "sequence_start"
+    assert MPOConfig(policy_states="sequence_start").policy_states == "sequence_start"
+
+
+def _counted_states(episodes: list[tuple[int, bool]], n_step: int) -> tuple[dict[float, float], set[float]]:
+    """Weighted count of each stored state among the bootstrap layout's policy states, over every possible
+    sequence start of a replay holding ``episodes`` (steps, terminated); states are told apart by their first
+    feature. Also returns the terminal observations (states with no future)."""
+    replay = ReplayBuffer(200, OBS, ACT, seed=0)
+    terminal = set()
+    for k, (steps, terminated) in enumerate(episodes):
+        obs = np.zeros((steps + 1, OBS), np.float32)
+        obs[:, 0] = 100 * (k + 1) + np.arange(steps + 1)
+        replay.add_episode(obs, np.zeros((steps, ACT)), np.zeros(steps), terminated=terminated)
+        if terminated:
+            terminal.add(float(obs[-1, 0]))
+    learner = _learner(policy_states="bootstrap", normalize_observations=False)
+    b = learner._to_device(replay.sequences(np.arange(len(replay)), n_step))
+    last = (b.mask.sum(1).long() - 1).clamp_min(0)
+    boot_obs = b.next_observations[torch.arange(len(replay)), last]
+    states, weights = learner._bootstrap_policy_states(b, b.observations[:, 0], boot_obs)
+    counts: dict[float, float] = {}
+    for state, weight in zip(states[:, 0].tolist(), weights.tolist(), strict=True):
+        counts[state] = counts.get(state, 0.0) + weight
+    return counts, terminal
+
+
+def test_bootstrap_policy_states_fit_every_stored_state_exactly_once() -> None:
+    """Over all sequence starts, each non-terminal state of an episode (its first n_step states and its final
+    observation included) is a policy state with total weight 1, and a terminal observation with weight 0:
+    the policy sees the replay's state distribution. Bootstrap states alone never reach the first n_step
+    states and count an episode's last state n_step times."""
+    n_step = 3
+    counts, terminal = _counted_states([(9, True), (6, False), (4, False), (12, True)], n_step)
+    for k, steps in enumerate((9, 6, 4, 12)):
+        for i in range(steps + 1):
+            state = 100.0 * (k + 1) + i
+            expected = 0.0 if state in terminal else 1.0
+            assert counts.get(state, 0.0) == expected, f"episode {k}, state {i}: {counts.get(state, 0.0)}"
+    assert set(counts) <= {
+        100.0 * (k + 1) + i for k, steps in enumerate((9, 6, 4, 12)) for i in range(steps + 1)
+    }
 
 
 def test_bootstrap_policy_states_with_a_prior_sample_the_prior_at_the_bootstrap_states() -> None:
@@ -247,7 +302,7 @@ def test_bootstrap_policy_states_with_a_prior_sample_the_prior_at_the_bootstrap_
     batch = _replay().sample(16, 3)
     metrics = metrics_to_floats(learner.update(batch))
     assert all(math.isfinite(v) for v in metrics.values())
-    torch.testing.assert_close(seen[0], _boot_states(learner, batch))
+    torch.testing.assert_close(seen[0], _bootstrap_layout_states(learner, batch))
 
 
 def test_bootstrap_policy_states_refuse_retrace_with_the_fix() -> None:

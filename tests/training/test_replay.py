@@ -137,3 +137,54 @@ def test_mixed_replay_rng_states_round_trip_and_reject_a_wrong_count() -> None:
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="2 buffers"):
         mixed.set_rng_states(states[:1])
+
+
+def _near_start_by_state(replay: ReplayBuffer, length: int) -> dict[float, float]:
+    """near_start of the sequence starting at every stored slot, keyed by the slot's observation."""
+    batch = replay.sequences(np.arange(replay.capacity)[: len(replay)], length)
+    return dict(zip(batch.observations[:, 0, 0].tolist(), batch.near_start.tolist(), strict=True))
+
+
+def test_near_start_marks_the_first_length_steps_of_every_episode() -> None:
+    replay = ReplayBuffer(100, OBS, ACT, seed=0)
+    replay.add_episode(*_episode(0, 7), terminated=True)
+    replay.add_episode(*_episode(100, 2), terminated=False)  # shorter than the sequence length
+    replay.add_episode(*_episode(200, 5), terminated=False)
+    flags = _near_start_by_state(replay, 3)
+    expected = {**{float(i): float(i < 3) for i in range(7)}, 100.0: 1.0, 101.0: 1.0,
+                **{200.0 + i: float(i < 3) for i in range(5)}}  # fmt: skip
+    assert flags == expected
+    assert replay.sample(64, 3).near_start.shape == (64,)
+
+
+def test_near_start_looks_back_across_the_ring_and_not_into_the_newest_writes() -> None:
+    """Once the ring wraps, the oldest stored slot is the start of what remains of its episode (its true
+    start was overwritten): nothing is stored behind it, so no sequence ends on its first steps."""
+    replay = ReplayBuffer(10, OBS, ACT, seed=0)
+    replay.add_episode(*_episode(0, 6), terminated=False)  # slots 0-5
+    replay.add_episode(*_episode(100, 7), terminated=False)  # slots 6-9, then 0-2: wraps; oldest slot is 3
+    flags = _near_start_by_state(replay, 2)
+    assert flags == {
+        3.0: 1.0,
+        4.0: 1.0,
+        5.0: 0.0,
+        100.0: 1.0,
+        101.0: 1.0,
+        **{100.0 + i: 0.0 for i in range(2, 7)},
+    }
+
+
+def test_near_start_treats_an_interleaved_segment_as_a_new_run() -> None:
+    """Ray actors interleave segments of their episodes: a sequence is cut where another stream's segment
+    begins, so the first steps of each segment are near a start even though the episode began earlier."""
+    replay = ReplayBuffer(50, OBS, ACT, seed=0)
+    a, b = replay.new_episode_id(), replay.new_episode_id()
+    for base, episode in ((0, a), (100, b), (4, a)):
+        obs = np.zeros((4, OBS), np.float32)
+        obs[:, 0] = base + np.arange(4)
+        next_obs = obs + np.array([1.0, 0.0, 0.0], np.float32)
+        replay.add_segment(
+            obs, np.zeros((4, ACT)), np.zeros(4), next_obs, np.zeros(4), np.full(4, np.nan), episode
+        )
+    flags = _near_start_by_state(replay, 2)
+    assert [flags[float(x)] for x in (0, 1, 2, 3, 100, 101, 102, 103, 4, 5, 6, 7)] == [1, 1, 0, 0] * 3
