@@ -166,7 +166,7 @@ class MPOConfig:
         "sequences cut short by an episode end are masked out and the sequences starting within an episode's "
         "first n_step steps add their first state, so every stored state is fitted once. 'sequence_start': "
         "each sequence's first state, with a second sampled pass over the bootstrap states (2B rows, about "
-        "1.5x the update time). 'auto': bootstrap with n-step targets, sequence_start with Retrace (which has "
+        "1.4x the update time). 'auto': bootstrap with n-step targets, sequence_start with Retrace (which has "
         "no shared bootstrap pass)",
         choices=("auto", "sequence_start", "bootstrap"),
     )
