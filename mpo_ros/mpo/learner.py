@@ -452,8 +452,8 @@ class MPOLearner:
 
     def _loss(self, b: SequenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The summed critic, policy and dual losses of one update (device tensors in, no optimiser state
-        touched) and the update's metrics: a pure function of the networks, the duals and ``b``, which is
-        what lets it run compiled as one graph (``compile``)."""
+        touched) and the update's metrics: a function of the networks, the duals and ``b`` only, so the
+        step around it (backward, clipping, optimisers, targets) stays separate and can be timed apart."""
         cfg = self.config
         obs = self.normalize(b.observations[:, 0])
         action = b.actions[:, 0]
@@ -465,22 +465,7 @@ class MPOLearner:
         loss_critic, critic_stats = self._critic_loss(obs, action, t.critic_target)
 
         # E-step.
-        loss_temp, weights, temp_stats = losses.temperature_loss(
-            t.q_sampled, self.duals.log_temperature, cfg.epsilon, t.state_weights
-        )
-        loss_dual = loss_temp
-        metrics: dict[str, torch.Tensor] = {}
-        if cfg.action_penalization:
-            loss_pen, pen_weights, pen_stats = losses.temperature_loss(
-                losses.action_penalty(t.sampled),
-                self.duals.log_penalty_temperature,
-                cfg.epsilon_penalty,
-                t.state_weights,
-            )
-            weights = weights + pen_weights
-            loss_dual = loss_dual + loss_pen
-            metrics["dual/penalty_temperature"] = pen_stats.temperature
-            metrics["kl_rel/penalty"] = pen_stats.kl_q_pi / cfg.epsilon_penalty
+        loss_dual, weights, temp_stats, metrics = self._e_step(t)
 
         # M-step: fit the E-step's samples inside trust regions around pi_old.
         online = self.policy(t.policy_obs)
@@ -531,6 +516,30 @@ class MPOLearner:
                 for i in range(stats.alpha.shape[0]):
                     metrics[f"dual/{name}_{i}"] = stats.alpha[i]
         return loss_critic + loss_policy + loss_dual, metrics
+
+    def _e_step(
+        self, t: UpdateTargets
+    ) -> tuple[torch.Tensor, torch.Tensor, losses.TemperatureStats, dict[str, torch.Tensor]]:
+        """The temperature dual(s) and the sample weights of q: one objective (the critic's Q), plus MO-MPO's
+        action-penalty objective with its own temperature when ``action_penalization`` is on; the weights of
+        the objectives add up. Returns (dual loss, weights [N, R], the Q objective's stats, metrics)."""
+        cfg = self.config
+        loss_dual, weights, temp_stats = losses.temperature_loss(
+            t.q_sampled, self.duals.log_temperature, cfg.epsilon, t.state_weights
+        )
+        metrics: dict[str, torch.Tensor] = {}
+        if cfg.action_penalization:
+            loss_pen, pen_weights, pen_stats = losses.temperature_loss(
+                losses.action_penalty(t.sampled),
+                self.duals.log_penalty_temperature,
+                cfg.epsilon_penalty,
+                t.state_weights,
+            )
+            weights = weights + pen_weights
+            loss_dual = loss_dual + loss_pen
+            metrics["dual/penalty_temperature"] = pen_stats.temperature
+            metrics["kl_rel/penalty"] = pen_stats.kl_q_pi / cfg.epsilon_penalty
+        return loss_dual, weights, temp_stats, metrics
 
     def _smoothness(self, obs: torch.Tensor, b: SequenceBatch) -> tuple[torch.Tensor, losses.SmoothnessStats]:
         """CAPS terms on the sequences' first states: s_t+1 from the replay, s + noise drawn here (only
