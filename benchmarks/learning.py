@@ -24,15 +24,19 @@ from pathlib import Path
 from typing import Any
 
 
-def _eval_curve(metrics_csv: Path) -> list[tuple[int, float]]:
+def _eval_curve(metrics_csv: Path, every: int) -> list[tuple[int, float]]:
+    """The evaluations at multiples of ``every`` (the protocol's points). Chunks resumed by an mpo_ros
+    before the fix of the resume bookkeeping also evaluated one step after each chunk boundary; those extra
+    points are not part of the protocol and are left out."""
     if not metrics_csv.is_file():
         return []
     with metrics_csv.open(newline="") as fh:
-        return [
+        points = [
             (int(float(r["step"])), float(r["eval/return"]))
             for r in csv.DictReader(fh)
             if r.get("eval/return")
         ]
+    return [(step, value) for step, value in points if step % every == 0]
 
 
 def _last_value(metrics_csv: Path, key: str) -> float | None:
@@ -105,7 +109,7 @@ def run_env(env_id: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 def _summarise(
     env_id: str, seed: int, run_dir: Path, args: argparse.Namespace, chunks: list[dict[str, float]]
 ) -> dict[str, Any]:
-    curve = _eval_curve(run_dir / "metrics.csv")
+    curve = _eval_curve(run_dir / "metrics.csv", args.eval_every)
     steps_done = _checkpoint_step(run_dir)
     return {
         "what": f"MPO (mpo_ros defaults) on {env_id}: evaluation return of the deterministic policy",

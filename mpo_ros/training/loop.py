@@ -327,6 +327,7 @@ def _loop(
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - started
 
+    _skip_evaluated_step(state)  # a resumed run already evaluated its last step
     while counters.step < config.steps:
         before = counters.step
         _collect(state, source, finished)  # 1. experience
@@ -364,6 +365,7 @@ def _loop(
     if counters.last_eval.get("step") != counters.step:
         counters.elapsed_s = elapsed()
         _evaluate_and_log(state, eval_env, sink, None)
+    _skip_evaluated_step(state)
     counters.elapsed_s = elapsed()
     state.save(ckpt_dir, getattr(source, "env", None))
     log.info(
@@ -372,6 +374,17 @@ def _loop(
         counters.step,
         counters.last_eval["eval/return"],
     )
+
+
+def _skip_evaluated_step(state: TrainingState) -> None:
+    """Move the next periodic evaluation past a step that was already evaluated. A run whose last step is an
+    evaluation step evaluates it once at the end (the loop's periodic one stops short of the last step);
+    without this the saved ``next_eval`` stayed on that step and a ``--resume`` evaluated again one step
+    later, which an uninterrupted run never does."""
+    counters, every = state.counters, state.config.eval_every
+    if every and counters.last_eval.get("step") == counters.step:
+        while counters.next_eval <= counters.step:
+            counters.next_eval += every
 
 
 def _collect(state: TrainingState, source: Any, finished: list[tuple[float, int]]) -> None:

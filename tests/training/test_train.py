@@ -50,11 +50,13 @@ def _assert_same_state(a: dict, b: dict, path: str = "") -> None:
         assert a == b, path
 
 
-def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path) -> None:
-    """Pendulum-v1 episodes are 200 steps, so a run stopped at step 400 stops at an episode boundary."""
+@pytest.mark.parametrize("split_at", [400, 600], ids=["between-evaluations", "at-an-evaluation"])
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, split_at: int) -> None:
+    """Pendulum-v1 episodes are 200 steps, so a run stopped at step 400 or 600 stops at an episode boundary.
+    600 is also an evaluation step: the resumed run must not evaluate again at 601."""
     common = dict(steps=700, eval_every=300, checkpoint_every=250, log_every=100)
     train(_config(tmp_path / "straight", **common))
-    train(_config(tmp_path / "split", **{**common, "steps": 400}))
+    train(_config(tmp_path / "split", **{**common, "steps": split_at}))
     summary = train(_config(tmp_path / "split", **common, resume=True))
     assert summary["step"] == 700
 
@@ -75,6 +77,12 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path) -> None:
     with (tmp_path / "split" / "metrics.csv").open() as fh:
         steps = [int(row["step"]) for row in csv.DictReader(fh) if row["loss/critic"]]
     assert steps == sorted(set(steps)) and steps[-1] == 700
+    evaluated = []
+    for run in ("straight", "split"):
+        with (tmp_path / run / "metrics.csv").open() as fh:
+            evaluated.append([int(row["step"]) for row in csv.DictReader(fh) if row.get("eval/return")])
+    assert evaluated[0] == [300, 600, 700]
+    assert evaluated[1] == sorted({*evaluated[0], split_at})
 
 
 def test_run_directory_checkpoint_and_policy(tmp_path) -> None:
