@@ -103,7 +103,10 @@ def run_env(env_id: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         result = _summarise(env_id, seed, run_dir, args, chunk_wall)
         result_file.parent.mkdir(parents=True, exist_ok=True)
         result_file.write_text(json.dumps(result, indent=2) + "\n")
-    return _summarise(env_id, seed, run_dir, args, chunk_wall)
+    result = _summarise(env_id, seed, run_dir, args, chunk_wall)
+    if chunk_wall:  # also refreshes the summary of a run completed earlier (e.g. after a fix to it)
+        result_file.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def _summarise(
